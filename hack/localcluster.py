@@ -1,0 +1,384 @@
+"""A real Kubernetes control plane as local processes, with kwok for simulated GPU and CPU nodes.
+
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok are built from their Go modules by
+hack/build-binaries.sh (cached by version) and started here without root, on free loopback ports, with
+certificates generated for this cluster alone. Nothing leaves 127.0.0.1.
+
+    python hack/localcluster.py up [--dir DIR]     start (or reuse) a cluster, print its kubeconfig
+    python hack/localcluster.py down [--dir DIR]   stop it
+    python hack/localcluster.py env [--dir DIR]    print `export KUBECONFIG=...`
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+HACK = Path(__file__).resolve().parent
+REPO = HACK.parent
+DEFAULT_DIR = REPO / ".cluster"
+SERVICE_CIDR = "10.96.0.0/16"
+CLUSTER_CIDR = "10.244.0.0/16"
+GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+# Simulated nodes: two GPU nodes (tainted so only GPU workloads land there) and one CPU node.
+NODES = [
+    {"name": "kwok-gpu-0", "gpus": 8, "cpu": "96", "memory": "1Ti"},
+    {"name": "kwok-gpu-1", "gpus": 8, "cpu": "96", "memory": "1Ti"},
+    {"name": "kwok-cpu-0", "gpus": 0, "cpu": "16", "memory": "64Gi"},
+]
+
+
+def log(msg: str) -> None:
+    print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
+
+
+def build_binaries() -> Path:
+    """Build or reuse the cached binaries; the build script prints its progress and, last, the folder."""
+    out = subprocess.run(
+        ["bash", str(HACK / "build-binaries.sh")], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
+    return Path(out.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- certificates -------------------------------------------------------------------------------------------
+
+def _key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _write_key(path: Path, key) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
+def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, org=None, sans=(), server=False):
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    name = x509.Name(attrs)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name)
+               .issuer_name(issuer_cert.subject if issuer_cert else name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(days=365))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+                                        critical=True)
+    else:
+        usage = [x509.ExtendedKeyUsageOID.SERVER_AUTH] if server else [x509.ExtendedKeyUsageOID.CLIENT_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+    if sans:
+        names = [x509.IPAddress(ipaddress.ip_address(s)) if s[0].isdigit() else x509.DNSName(s) for s in sans]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(issuer_key or key, hashes.SHA256())
+
+
+def make_pki(pki: Path) -> None:
+    if (pki / "admin.crt").exists():
+        return
+    pki.mkdir(parents=True, exist_ok=True)
+    ca_key = _key()
+    ca = _cert("modelplane-local-ca", ca_key, None, None, ca=True)
+    _write_key(pki / "ca.key", ca_key)
+    (pki / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
+    sans = ["127.0.0.1", service_ip, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local"]
+    for name, kwargs in {
+        "apiserver": dict(cn="kube-apiserver", sans=sans, server=True),
+        "admin": dict(cn="modelplane-admin", org="system:masters"),
+    }.items():
+        key = _key()
+        cert = _cert(kwargs["cn"], key, ca, ca_key, org=kwargs.get("org"), sans=kwargs.get("sans", ()),
+                     server=kwargs.get("server", False))
+        _write_key(pki / f"{name}.key", key)
+        (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki / "sa.key", _key())
+    sa_key = serialization.load_pem_private_key((pki / "sa.key").read_bytes(), None)
+    (pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def write_kubeconfig(path: Path, pki: Path, port: int) -> None:
+    cfg = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "modelplane-local",
+        "clusters": [{"name": "modelplane-local", "cluster": {
+            "server": f"https://127.0.0.1:{port}", "certificate-authority": str(pki / "ca.crt")}}],
+        "users": [{"name": "admin", "user": {
+            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
+        "contexts": [{"name": "modelplane-local", "context": {"cluster": "modelplane-local", "user": "admin"}}],
+    }
+    path.write_text(json.dumps(cfg, indent=2))  # JSON is valid kubeconfig YAML
+    path.chmod(0o600)
+
+
+# --- processes ----------------------------------------------------------------------------------------------
+
+class Cluster:
+    """One local cluster living in `root`: its PKI, data, logs, kubeconfig and the pids of its processes."""
+
+    def __init__(self, root: Path = DEFAULT_DIR):
+        self.root = Path(root).resolve()
+        self.pki = self.root / "pki"
+        self.logs = self.root / "logs"
+        self.kubeconfig = self.root / "kubeconfig"
+        self.state_file = self.root / "state.json"
+
+    # state ---------------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    def _save(self, state: dict) -> None:
+        self.state_file.write_text(json.dumps(state, indent=2))
+
+    def running(self) -> bool:
+        st = self.state()
+        return bool(st.get("pids")) and all(_alive(p) for p in st["pids"].values())
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.state()['ports']['apiserver']}"
+
+    # lifecycle -----------------------------------------------------------------------------------------------
+    def up(self, bin_dir: Path | None = None, timeout: float = 120) -> "Cluster":
+        if self.running() and self._healthy():
+            log(f"reusing the running cluster in {self.root}")
+            return self
+        self.down(quiet=True)
+        bin_dir = Path(bin_dir) if bin_dir else build_binaries()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        make_pki(self.pki)
+        ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
+        write_kubeconfig(self.kubeconfig, self.pki, ports["apiserver"])
+        state = {"ports": ports, "pids": {}, "bin": str(bin_dir)}
+        self._save(state)
+        p = self.pki
+        kube_common = [f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
+                       f"--authorization-kubeconfig={self.kubeconfig}", "--leader-elect=false",
+                       "--bind-address=127.0.0.1"]
+        commands = {
+            "etcd": [f"{bin_dir}/etcd", "--name=modelplane", f"--data-dir={self.root / 'etcd'}",
+                     f"--listen-client-urls=http://127.0.0.1:{ports['etcd']}",
+                     f"--advertise-client-urls=http://127.0.0.1:{ports['etcd']}",
+                     f"--listen-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
+                     f"--initial-advertise-peer-urls=http://127.0.0.1:{ports['etcd_peer']}",
+                     f"--initial-cluster=modelplane=http://127.0.0.1:{ports['etcd_peer']}",
+                     "--unsafe-no-fsync", "--quota-backend-bytes=4294967296", "--log-level=warn"],
+            "kube-apiserver": [
+                f"{bin_dir}/kube-apiserver", f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
+                f"--cert-dir={self.root / 'apiserver-certs'}", f"--tls-cert-file={p / 'apiserver.crt'}",
+                f"--tls-private-key-file={p / 'apiserver.key'}", f"--client-ca-file={p / 'ca.crt'}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true", "--profiling=false", "--endpoint-reconciler-type=none"],
+            "kube-controller-manager": [
+                f"{bin_dir}/kube-controller-manager", *kube_common, f"--secure-port={ports['kcm']}",
+                f"--root-ca-file={p / 'ca.crt'}", f"--service-account-private-key-file={p / 'sa.key'}",
+                "--use-service-account-credentials=false", "--allocate-node-cidrs=true",
+                f"--cluster-cidr={CLUSTER_CIDR}", f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--concurrent-deployment-syncs=10",
+                "--concurrent-replicaset-syncs=10", "--kube-api-qps=200", "--kube-api-burst=400"],
+            "kube-scheduler": [f"{bin_dir}/kube-scheduler", *kube_common, f"--secure-port={ports['scheduler']}",
+                               "--kube-api-qps=200", "--kube-api-burst=400"],
+            "kwok": [f"{bin_dir}/kwok", f"--kubeconfig={self.kubeconfig}",
+                     "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                     "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+                     f"--server-address=127.0.0.1:{ports['kwok']}",
+                     *[f"--config={f}" for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))]],
+        }
+        deadline = time.monotonic() + timeout
+        for name, cmd in commands.items():
+            log(f"starting {name}")
+            state["pids"][name] = self._spawn(name, cmd)
+            self._save(state)
+            if name == "etcd":
+                self._wait(lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health"), deadline, name)
+            if name == "kube-apiserver":
+                self._wait(self._healthy, deadline, name)
+        self._wait(self._default_service_account_ready, deadline, "service-account controller")
+        self.apply_nodes()
+        self._wait(self._nodes_ready, deadline, "kwok nodes")
+        log(f"cluster ready: {self.server}")
+        log(f"kubeconfig: {self.kubeconfig}")
+        return self
+
+    def _spawn(self, name: str, cmd: list[str]) -> int:
+        out = open(self.logs / f"{name}.log", "ab")
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        return proc.pid
+
+    def stop(self, name: str) -> None:
+        """Stop one component (used by fault tests); `start` brings it back with the same flags."""
+        st = self.state()
+        pid = st["pids"].get(name)
+        if pid and _alive(pid):
+            _kill(pid)
+
+    def down(self, quiet: bool = False) -> None:
+        st = self.state()
+        for name, pid in reversed(list(st.get("pids", {}).items())):
+            if _alive(pid):
+                if not quiet:
+                    log(f"stopping {name}")
+                _kill(pid)
+        if st:
+            st["pids"] = {}
+            self._save(st)
+
+    # readiness -----------------------------------------------------------------------------------------------
+    def _wait(self, check, deadline: float, what: str) -> None:
+        while time.monotonic() < deadline:
+            try:
+                if check():
+                    return
+            except Exception:  # not up yet
+                pass
+            dead = [n for n, p in self.state()["pids"].items() if not _alive(p)]
+            if dead:
+                raise RuntimeError(f"{dead[0]} exited; see {self.logs / (dead[0] + '.log')}")
+            time.sleep(0.3)
+        raise TimeoutError(f"{what} not ready in time; logs in {self.logs}")
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def request(self, method: str, path: str, body: dict | None = None,
+                content_type: str = "application/json") -> dict:
+        req = urllib.request.Request(self.server + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": content_type})
+        with urllib.request.urlopen(req, context=self._ssl(), timeout=10) as resp:
+            return json.loads(resp.read() or b"{}")
+
+    def _healthy(self) -> bool:
+        req = urllib.request.Request(self.server + "/readyz")
+        with urllib.request.urlopen(req, context=self._ssl(), timeout=2) as resp:
+            return resp.status == 200
+
+    def _default_service_account_ready(self) -> bool:
+        self.request("GET", "/api/v1/namespaces/default/serviceaccounts/default")
+        return True
+
+    def _nodes_ready(self) -> bool:
+        items = self.request("GET", "/api/v1/nodes")["items"]
+        ready = {n["metadata"]["name"] for n in items
+                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+        return all(n["name"] in ready for n in NODES)
+
+    # nodes ---------------------------------------------------------------------------------------------------
+    def apply_nodes(self) -> None:
+        for spec in NODES:
+            node = node_manifest(**spec)
+            self.request("PATCH", f"/api/v1/nodes/{spec['name']}?fieldManager=localcluster&force=true", node,
+                         content_type="application/apply-patch+yaml")
+            status = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": spec["name"]},
+                      "status": node["status"]}
+            self.request("PATCH", f"/api/v1/nodes/{spec['name']}/status?fieldManager=localcluster&force=true",
+                         status, content_type="application/apply-patch+yaml")
+
+
+def node_manifest(name: str, gpus: int, cpu: str, memory: str) -> dict:
+    labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+              "type": "kwok"}
+    taints = []
+    capacity = {"cpu": cpu, "memory": memory, "pods": "110", "ephemeral-storage": "1Ti"}
+    if gpus:
+        labels.update({"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": GPU_PRODUCT,
+                       "nvidia.com/gpu.count": str(gpus)})
+        taints.append({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"})
+        capacity["nvidia.com/gpu"] = str(gpus)
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}},
+        "spec": {"taints": taints},
+        "status": {"capacity": capacity, "allocatable": capacity,
+                   "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake",
+                                "kubeProxyVersion": "fake"}},
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill(pid: int, grace: float = 10) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return
+    end = time.monotonic() + grace
+    while time.monotonic() < end and _alive(pid):
+        time.sleep(0.1)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status == 200
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=["up", "down", "env", "build"])
+    ap.add_argument("--dir", default=os.environ.get("MODELPLANE_CLUSTER_DIR", str(DEFAULT_DIR)))
+    args = ap.parse_args(argv)
+    cluster = Cluster(Path(args.dir))
+    if args.command == "build":
+        print(build_binaries())
+    elif args.command == "up":
+        cluster.up()
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+    elif args.command == "down":
+        cluster.down()
+    elif args.command == "env":
+        print(f"export KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

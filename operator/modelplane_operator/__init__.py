@@ -1,0 +1,1 @@
+"""modelplane: a Kubernetes operator that serves open models with vLLM for AutoGen agents."""

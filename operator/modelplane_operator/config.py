@@ -1,0 +1,42 @@
+"""Operator-wide settings: the one place for defaults that are not part of a Model's schema.
+
+Spec-level defaults (replicas, gpus, ...) live in the CRD schema (see crd.py); these are the cluster-level choices a
+platform team makes once (usually through Helm values), read from environment variables at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Mapping
+
+GROUP = "modelplane.dev"
+VERSION = "v1alpha1"
+FIELD_MANAGER = "modelplane"
+SERVER_PORT = 8000  # vLLM's OpenAI-compatible server listens here inside the pod
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # Pinned official vLLM images; `gpus: 0` selects the CPU build so the same Model runs on a laptop cluster.
+    vllm_image: str = "vllm/vllm-openai:v0.32.0"
+    vllm_cpu_image: str = "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0"
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_product_label: str = "nvidia.com/gpu.product"
+    cluster_domain: str = "cluster.local"
+    # Requests used when a Model does not set spec.resources; per GPU for GPU models.
+    gpu_cpu_request: str = "4"
+    gpu_memory_request: str = "16Gi"
+    cpu_profile_cpu_request: str = "2"
+    cpu_profile_memory_request: str = "8Gi"
+    shm_size: str = "8Gi"  # /dev/shm for tensor-parallel workers; GPU models only need it that large
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":
+        """MODELPLANE_<FIELD_IN_UPPER_CASE> overrides a field, e.g. MODELPLANE_GPU_RESOURCE=amd.com/gpu."""
+        overrides = {}
+        for field in dataclasses.fields(cls):
+            value = env.get(f"MODELPLANE_{field.name.upper()}")
+            if value:
+                overrides[field.name] = value
+        return cls(**overrides)

@@ -1,0 +1,297 @@
+"""The Model CustomResourceDefinition: the single source of the API's schema and spec-level defaults.
+
+`python -m modelplane_operator.crd` writes crds/; a unit test fails when crds/ differs from what this renders.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import yaml
+
+from .config import GROUP, VERSION
+from .schema import (apply_defaults, array, boolean, free_form, integer, number, obj, quantity, string,
+                     string_map)
+
+SOURCE_SCHEMES = ("hf", "pvc", "s3", "gs")
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# Flags the operator owns: setting them through extraArgs would break the Service, probes or the key handling.
+RESERVED_FLAGS = ("model", "host", "port", "api-key", "served-model-name")
+
+
+def secret_key_ref(description: str, default_key: str) -> dict:
+    return obj(description, {
+        "name": string("Name of a Secret in the Model's namespace.", minLength=1, maxLength=253),
+        "key": string(f"Key within the Secret. Defaults to `{default_key}`.", default=default_key, minLength=1,
+                      maxLength=253),
+    }, required=["name"])
+
+
+def engine_args_schema() -> dict:
+    flags_pattern = "|".join(RESERVED_FLAGS)
+    return obj(
+        "vLLM engine options. Each typed field maps to the vLLM flag of the same name in kebab case "
+        "(maxModelLen -> --max-model-len); extraArgs passes anything else through unchanged.",
+        {
+            "maxModelLen": integer("Model context length in tokens (--max-model-len).", minimum=1),
+            "gpuMemoryUtilization": number("Fraction of GPU memory vLLM may use, in (0, 1] "
+                                           "(--gpu-memory-utilization).", minimum=0, exclusiveMinimum=True,
+                                           maximum=1),
+            "dtype": string("Weights and activations data type (--dtype).",
+                            enum=["auto", "half", "float16", "bfloat16", "float", "float32"]),
+            "quantization": string("Quantization method of the weights, e.g. awq, gptq, fp8 (--quantization).",
+                                   maxLength=64),
+            "kvCacheDtype": string("Data type of the KV cache (--kv-cache-dtype).", maxLength=64),
+            "enablePrefixCaching": boolean("Reuse the KV cache of shared prompt prefixes "
+                                           "(--enable-prefix-caching / --no-enable-prefix-caching)."),
+            "tensorParallelSize": integer("Tensor parallel size. Defaults to gpus / pipelineParallelSize.",
+                                          minimum=1),
+            "pipelineParallelSize": integer("Pipeline parallel size (--pipeline-parallel-size).", minimum=1),
+            "maxNumSeqs": integer("Maximum number of sequences per iteration (--max-num-seqs).", minimum=1),
+            "maxNumBatchedTokens": integer("Maximum number of batched tokens per iteration "
+                                           "(--max-num-batched-tokens).", minimum=1),
+            "enforceEager": boolean("Disable CUDA graphs and always run eagerly (--enforce-eager)."),
+            "trustRemoteCode": boolean("Allow custom model code from the model repository (--trust-remote-code)."),
+            "enableAutoToolChoice": boolean("Let the model decide when to call tools (--enable-auto-tool-choice); "
+                                            "requires toolCallParser."),
+            "toolCallParser": string("Parser for the model's tool calls, e.g. hermes, llama3_json, mistral "
+                                     "(--tool-call-parser).", maxLength=64),
+            "reasoningParser": string("Parser for reasoning content, e.g. deepseek_r1 (--reasoning-parser).",
+                                      maxLength=64),
+            "chatTemplate": string("Chat template: a path inside the container or the template itself "
+                                   "(--chat-template).", maxLength=65536),
+            "seed": integer("Random seed (--seed).", minimum=0),
+            "extraArgs": array(
+                "Further vLLM command-line arguments, passed as given after the typed ones. The operator owns "
+                f"--{', --'.join(RESERVED_FLAGS)}: set the API key with spec.apiKeySecretRef.",
+                string("One argument.", maxLength=4096), maxItems=128,
+                rules=[(f"self.all(a, !a.matches('^--({flags_pattern})(=.*)?$'))",
+                        "must not set --model, --host, --port, --api-key or --served-model-name: the operator "
+                        "sets them (use spec.servedModelName and spec.apiKeySecretRef)")]),
+        },
+        rules=[("!has(self.enableAutoToolChoice) || !self.enableAutoToolChoice || has(self.toolCallParser)",
+                "enableAutoToolChoice requires toolCallParser", ".toolCallParser")],
+    )
+
+
+def toleration_schema() -> dict:
+    return obj("A toleration, as in a Pod spec.", {
+        "key": string("Taint key the toleration applies to; empty means all keys."),
+        "operator": string("Exists or Equal.", enum=["Exists", "Equal"]),
+        "value": string("Taint value to match with Equal."),
+        "effect": string("Taint effect to match; empty means all effects.",
+                         enum=["NoSchedule", "PreferNoSchedule", "NoExecute", ""]),
+        "tolerationSeconds": integer("How long a NoExecute taint is tolerated.", format="int64"),
+    })
+
+
+def env_var_schema() -> dict:
+    return obj("An environment variable, as in a container spec.", {
+        "name": string("Variable name.", minLength=1, maxLength=256),
+        "value": string("Literal value. Never put a secret here: use valueFrom.secretKeyRef."),
+        "valueFrom": free_form("Source of the value (secretKeyRef, configMapKeyRef, fieldRef, "
+                               "resourceFieldRef)."),
+    }, required=["name"])
+
+
+def resources_schema() -> dict:
+    q = quantity("A resource quantity.")
+    return obj("Compute resources of the vLLM container. Merged over the operator's defaults; the GPU limit "
+               "always comes from spec.gpus.", {
+                   "requests": obj("Minimum resources, e.g. cpu: \"8\", memory: 64Gi.", additionalProperties=q),
+                   "limits": obj("Maximum resources.", additionalProperties=q),
+               })
+
+
+def source_rules() -> list:
+    return [
+        ("self.matches('^(" + "|".join(SOURCE_SCHEMES) + ")://')",
+         "must be a URI whose scheme is one of hf://, pvc://, s3://, gs://"),
+        ("!self.startsWith('hf://') || self.matches('^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$')",
+         "hf:// sources take the form hf://<organisation>/<model>"),
+        ("!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/]+)*/?$')",
+         "pvc:// sources take the form pvc://<claim-name>[/<path>]"),
+        ("!(self.startsWith('s3://') || self.startsWith('gs://')) || "
+         "self.matches('^(s3|gs)://[a-z0-9][a-z0-9._-]{1,61}[a-z0-9](/[^/]+)*/?$')",
+         "s3:// and gs:// sources take the form s3://<bucket>[/<path>]"),
+        ("!self.matches('(^|/)[.][.]?(/|$)')", "must not contain '.' or '..' path segments"),
+        ("!self.matches('[\\\\s\\\\x00-\\\\x1f]')", "must not contain whitespace or control characters"),
+    ]
+
+
+def model_spec_schema() -> dict:
+    return obj(
+        "What to serve and how. Only source is required.",
+        {
+            "source": string(
+                "Where the weights come from: hf://<org>/<model> (Hugging Face), pvc://<claim>[/<path>] (a "
+                "PersistentVolumeClaim in this namespace, mounted read-only), s3://<bucket>/<path> or "
+                "gs://<bucket>/<path> (streamed with vLLM's Run:ai model streamer).",
+                minLength=1, maxLength=1024, rules=source_rules()),
+            "credentialsSecretRef": secret_key_ref(
+                "Secret with credentials for the source. hf://: the key holds a Hugging Face token (HF_TOKEN). "
+                "s3://: the Secret's keys become environment variables (AWS_ACCESS_KEY_ID, "
+                "AWS_SECRET_ACCESS_KEY, optionally AWS_ENDPOINT_URL) and key is ignored. gs://: the key holds a "
+                "service-account JSON file.", "token"),
+            "servedModelName": string("Name that clients send as `model` in requests. Defaults to the Model's "
+                                      "name.", minLength=1, maxLength=256,
+                                      rules=[("!self.matches('[\\\\s]')", "must not contain whitespace")]),
+            "image": string("vLLM server image. Defaults to the operator's pinned official vLLM image, or its CPU "
+                            "build when gpus is 0.", maxLength=512),
+            "imagePullPolicy": string("Image pull policy of the server container.",
+                                      enum=["Always", "IfNotPresent", "Never"]),
+            "replicas": integer("Number of server replicas; the scale subresource (kubectl scale, HPA) sets it.",
+                                minimum=0, default=1),
+            "gpus": integer("GPUs per replica, requested as the GPU resource (nvidia.com/gpu by default). 0 "
+                            "selects the CPU profile.", minimum=0, maximum=64, default=1),
+            "gpuResourceName": string("Extended resource name of the GPU, for other vendors (e.g. amd.com/gpu). "
+                                      "Defaults to the operator's setting (nvidia.com/gpu).", maxLength=253),
+            "gpuType": string("GPU product to run on, matched against the node label nvidia.com/gpu.product "
+                              "(e.g. NVIDIA-H100-80GB-HBM3). Requires gpus > 0.", maxLength=63),
+            "nodeSelector": string_map("Extra node labels the server pods must match."),
+            "tolerations": array("Tolerations of the server pods, added to the GPU toleration the operator sets.",
+                                 toleration_schema(), maxItems=64),
+            "affinity": free_form("Affinity of the server pods (node, pod and anti-affinity), as in a Pod spec."),
+            "priorityClassName": string("PriorityClass of the server pods.", maxLength=253),
+            "runtimeClassName": string("RuntimeClass of the server pods (e.g. nvidia).", maxLength=253),
+            "resources": resources_schema(),
+            "engineArgs": engine_args_schema(),
+            "apiKeySecretRef": secret_key_ref(
+                "Secret holding the API key the server requires (sent by clients as a Bearer token). The key "
+                "reaches vLLM as the VLLM_API_KEY environment variable, never as an argument.", "api-key"),
+            "env": array("Extra environment variables of the server container.", env_var_schema(), maxItems=128),
+            "cache": obj("Where downloaded weights are cached (HF_HOME). Without a claim, an emptyDir that lives "
+                         "as long as the pod.", {
+                             "claimName": string("PersistentVolumeClaim in this namespace to keep the cache "
+                                                 "across restarts.", maxLength=253),
+                         }),
+            "shmSize": quantity("Size of the memory-backed /dev/shm (tensor parallel workers share tensors "
+                                "through it). Defaults to the operator's setting (8Gi)."),
+            "startupTimeoutSeconds": integer("How long a replica may take to load the weights before it is "
+                                             "restarted.", minimum=60, default=1800),
+        },
+        required=["source"],
+        rules=[
+            ("!has(self.gpuType) || self.gpus > 0", "gpuType requires gpus > 0", ".gpuType"),
+            ("!has(self.credentialsSecretRef) || !self.source.startsWith('pvc://')",
+             "credentialsSecretRef does not apply to pvc:// sources", ".credentialsSecretRef"),
+            ("self.gpus == 0 || !has(self.engineArgs) || !has(self.engineArgs.tensorParallelSize) || "
+             "!has(self.engineArgs.pipelineParallelSize) || "
+             "self.engineArgs.tensorParallelSize * self.engineArgs.pipelineParallelSize == self.gpus",
+             "engineArgs.tensorParallelSize × engineArgs.pipelineParallelSize must equal gpus",
+             ".engineArgs.tensorParallelSize"),
+            ("self.gpus == 0 || !has(self.engineArgs) || !has(self.engineArgs.tensorParallelSize) || "
+             "self.gpus % self.engineArgs.tensorParallelSize == 0",
+             "gpus must be a multiple of engineArgs.tensorParallelSize", ".engineArgs.tensorParallelSize"),
+            ("self.gpus == 0 || !has(self.engineArgs) || !has(self.engineArgs.pipelineParallelSize) || "
+             "self.gpus % self.engineArgs.pipelineParallelSize == 0",
+             "gpus must be a multiple of engineArgs.pipelineParallelSize", ".engineArgs.pipelineParallelSize"),
+        ],
+    )
+
+
+def condition_schema() -> dict:
+    return obj("A standard Kubernetes condition.", {
+        "type": string("Condition type: Ready, Progressing or Scheduled."),
+        "status": string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
+        "reason": string("Machine-readable reason in CamelCase."),
+        "message": string("Human-readable details."),
+        "lastTransitionTime": string("When the status last changed.", format="date-time"),
+        "observedGeneration": integer("The .metadata.generation the condition was computed from.",
+                                      format="int64"),
+    }, required=["type", "status"])
+
+
+def model_status_schema() -> dict:
+    return obj("Observed state, written by the operator.", {
+        "phase": string("Pending (waiting for a node), Loading (scheduled, weights loading), Ready (serving), "
+                        "Failed (cannot start without a change).", enum=["Pending", "Loading", "Ready", "Failed"]),
+        "conditions": array("Ready, Progressing and Scheduled conditions.", condition_schema(),
+                            **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+        "replicas": integer("Replicas that exist."),
+        "readyReplicas": integer("Replicas that pass their readiness probe."),
+        "readySummary": string("ready/desired replicas, for kubectl get."),
+        "selector": string("Label selector of the server pods, for the scale subresource."),
+        "endpoint": string("In-cluster OpenAI-compatible base URL."),
+        "servedModelName": string("Name clients send as `model`."),
+        "observedGeneration": integer("The .metadata.generation the status reflects.", format="int64"),
+    })
+
+
+def model_crd() -> dict:
+    schema = obj(
+        "A Model is an open model served by vLLM behind an OpenAI-compatible endpoint.",
+        {
+            "apiVersion": string("API version of this object."),
+            "kind": string("Kind of this object."),
+            "metadata": {"type": "object"},
+            "spec": model_spec_schema(),
+            "status": model_status_schema(),
+        },
+        required=["spec"],
+        rules=[(f"self.metadata.name.matches('{DNS_LABEL}') && size(self.metadata.name) <= 63",
+                "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at "
+                "most 63 characters): the Model's Service takes the same name")],
+    )
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"models.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": "Model", "listKind": "ModelList", "plural": "models", "singular": "model",
+                      "shortNames": ["mdl"], "categories": ["all", "modelplane"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": schema},
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector"}},
+                "additionalPrinterColumns": [
+                    {"name": "Served", "type": "string", "jsonPath": ".status.servedModelName",
+                     "description": "Name clients send as model"},
+                    {"name": "GPUs", "type": "integer", "jsonPath": ".spec.gpus", "description": "GPUs per replica"},
+                    {"name": "Ready", "type": "string", "jsonPath": ".status.readySummary",
+                     "description": "Ready/desired replicas"},
+                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint",
+                     "description": "OpenAI-compatible base URL"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+            }],
+        },
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _model_spec_schema() -> dict:
+    return model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def model_spec_with_defaults(spec: dict) -> dict:
+    """The spec as the API server stores it: schema defaults filled in."""
+    return apply_defaults(_model_spec_schema(), spec)
+
+
+CRD_FILES = {"modelplane.dev_models.yaml": model_crd}
+
+
+def render_all() -> dict[str, str]:
+    header = "# Generated by `python -m modelplane_operator.crd` from operator/modelplane_operator/crd.py. Do not edit.\n"
+    return {name: header + yaml.safe_dump(fn(), sort_keys=False, width=120) for name, fn in CRD_FILES.items()}
+
+
+def main(argv=None) -> int:
+    out = Path((argv or sys.argv[1:] or ["crds"])[0])
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in render_all().items():
+        (out / name).write_text(text)
+        print(f"wrote {out / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

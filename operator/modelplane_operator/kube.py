@@ -1,0 +1,69 @@
+"""The operator's few writes, through the official kubernetes client: server-side apply of children and merge
+patches of Model status. Plain dicts in and out (no model classes), one pooled connection set per process."""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from urllib.parse import quote
+
+import kubernetes
+from kubernetes.client import ApiClient, ApiException
+
+from .config import FIELD_MANAGER, GROUP, VERSION
+
+_lock = threading.Lock()
+
+# kind -> (API prefix, plural) for the kinds the operator writes
+_KINDS = {
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    (f"{GROUP}/{VERSION}", "Model"): (f"/apis/{GROUP}/{VERSION}", "models"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def api_client() -> ApiClient:
+    """In-cluster credentials when running in a pod, else the local kubeconfig (KUBECONFIG)."""
+    with _lock:
+        config = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=config)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=config)
+        config.connection_pool_maxsize = 32
+        return ApiClient(config)
+
+
+def request(method: str, path: str, body=None, *, query: dict | None = None,
+            content_type: str = "application/json") -> dict:
+    client = api_client()
+    headers = {"Content-Type": content_type, "Accept": "application/json"}
+    params = client.param_serialize(method, path, query_params=list((query or {}).items()), header_params=headers,
+                                    body=body, auth_settings=["BearerToken"])
+    resp = client.call_api(*params)
+    resp.read()
+    if not 200 <= resp.status <= 299:
+        raise ApiException(http_resp=resp)
+    return json.loads(resp.data) if resp.data else {}
+
+
+def object_path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+    prefix, plural = _KINDS[(api_version, kind)]
+    path = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+def apply(obj: dict) -> dict:
+    """Server-side apply with the operator's field manager; force takes back fields someone else changed."""
+    meta = obj["metadata"]
+    path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    return request("PATCH", path, obj, query={"fieldManager": FIELD_MANAGER, "force": "true"},
+                   content_type="application/apply-patch+yaml")
+
+
+def patch_model_status(namespace: str, name: str, status: dict) -> dict:
+    path = object_path(f"{GROUP}/{VERSION}", "Model", namespace, name) + "/status"
+    return request("PATCH", path, {"status": status}, content_type="application/merge-patch+json")

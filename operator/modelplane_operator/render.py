@@ -1,0 +1,182 @@
+"""A Model's desired children: the vLLM Deployment and its Service. Pure functions of (Model, Config)."""
+
+from __future__ import annotations
+
+import math
+
+from . import engine, source as sources
+from .config import FIELD_MANAGER, GROUP, SERVER_PORT, VERSION, Config
+from .crd import model_spec_with_defaults
+
+MODEL_LABEL = f"{GROUP}/model"
+CACHE_MOUNT = "/cache"
+SERVER_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+
+
+def spec_of(model: dict) -> dict:
+    return model_spec_with_defaults(model.get("spec") or {})
+
+
+def selector(name: str) -> dict:
+    return {MODEL_LABEL: name}
+
+
+def labels(name: str) -> dict:
+    return {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/part-of": "modelplane",
+        "app.kubernetes.io/managed-by": FIELD_MANAGER,
+        **selector(name),
+    }
+
+
+def served_model_name(model: dict) -> str:
+    return (model.get("spec") or {}).get("servedModelName") or model["metadata"]["name"]
+
+
+def endpoint(model: dict, config: Config) -> str:
+    meta = model["metadata"]
+    return f"http://{meta['name']}.{meta['namespace']}.svc.{config.cluster_domain}:{SERVER_PORT}/v1"
+
+
+def owner_reference(model: dict) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Model", "name": model["metadata"]["name"],
+            "uid": model["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+
+
+def _metadata(model: dict) -> dict:
+    meta = model["metadata"]
+    return {"name": meta["name"], "namespace": meta["namespace"], "labels": labels(meta["name"]),
+            "ownerReferences": [owner_reference(model)]}
+
+
+def server_args(model: dict, src: sources.ModelSource) -> list[str]:
+    return ["--model", src.model, "--served-model-name", served_model_name(model),
+            "--host", "0.0.0.0", "--port", str(SERVER_PORT), *src.args, *engine.engine_flags(spec_of(model))]
+
+
+def container_resources(spec: dict, config: Config) -> dict:
+    gpus = spec["gpus"]
+    if gpus:
+        requests = {"cpu": _times(config.gpu_cpu_request, gpus), "memory": _times(config.gpu_memory_request, gpus)}
+    else:
+        requests = {"cpu": config.cpu_profile_cpu_request, "memory": config.cpu_profile_memory_request}
+    user = spec.get("resources") or {}
+    requests.update({k: str(v) for k, v in (user.get("requests") or {}).items()})
+    limits = {k: str(v) for k, v in (user.get("limits") or {}).items()}
+    if gpus:
+        limits[spec.get("gpuResourceName") or config.gpu_resource] = str(gpus)
+    out = {"requests": requests}
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _times(quantity: str, n: int) -> str:
+    """'16Gi' * 2 -> '32Gi' for the simple quantities used as defaults."""
+    digits = "".join(c for c in quantity if c.isdigit())
+    return f"{int(digits) * n}{quantity[len(digits):]}"
+
+
+def pod_placement(spec: dict, config: Config) -> dict:
+    out: dict = {}
+    node_selector = dict(spec.get("nodeSelector") or {})
+    if spec.get("gpuType"):
+        node_selector[config.gpu_product_label] = spec["gpuType"]
+    if node_selector:
+        out["nodeSelector"] = node_selector
+    tolerations = list(spec.get("tolerations") or [])
+    if spec["gpus"]:
+        # GPU nodes are commonly tainted with the GPU resource name; GPU pods tolerate it.
+        gpu = spec.get("gpuResourceName") or config.gpu_resource
+        tolerations.insert(0, {"key": gpu, "operator": "Exists", "effect": "NoSchedule"})
+    if tolerations:
+        out["tolerations"] = tolerations
+    for field in ("affinity", "priorityClassName", "runtimeClassName"):
+        if spec.get(field):
+            out[field] = spec[field]
+    return out
+
+
+def probes(spec: dict) -> dict:
+    health = {"httpGet": {"path": "/health", "port": "http"}}
+    return {
+        # Weights of a large model take minutes to load: the startup probe holds the others back until then.
+        "startupProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5,
+                         "failureThreshold": math.ceil(spec["startupTimeoutSeconds"] / 10)},
+        "readinessProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 6},
+    }
+
+
+def render_deployment(model: dict, config: Config) -> dict:
+    spec = spec_of(model)
+    name = model["metadata"]["name"]
+    src = sources.parse(spec["source"], spec.get("credentialsSecretRef"))
+    env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}, *src.env]
+    if spec.get("apiKeySecretRef"):
+        # vLLM reads VLLM_API_KEY itself, so the key never appears in the process arguments.
+        env.append(sources.secret_env("VLLM_API_KEY", spec["apiKeySecretRef"], "api-key"))
+    env += spec.get("env") or []
+    cache = ({"persistentVolumeClaim": {"claimName": spec["cache"]["claimName"]}}
+             if (spec.get("cache") or {}).get("claimName") else {"emptyDir": {}})
+    shm = str(spec.get("shmSize") or (config.shm_size if spec["gpus"] else "1Gi"))
+    container = {
+        "name": "vllm",
+        "image": spec.get("image") or (config.vllm_image if spec["gpus"] else config.vllm_cpu_image),
+        "command": SERVER_COMMAND,
+        "args": server_args(model, src),
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": container_resources(spec, config),
+        "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "shm", "mountPath": "/dev/shm"},
+                         *src.mounts],
+        **probes(spec),
+        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+    }
+    if src.env_from:
+        container["envFrom"] = src.env_from
+    if spec.get("imagePullPolicy"):
+        container["imagePullPolicy"] = spec["imagePullPolicy"]
+    pod_spec = {
+        "containers": [container],
+        "volumes": [{"name": "cache", **cache}, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+                    *src.volumes],
+        # A Service named like VLLM_* would otherwise inject env vars that vLLM reads as its own settings.
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+        **pod_placement(spec, config),
+    }
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(model),
+        "spec": {
+            "replicas": spec["replicas"],
+            "selector": {"matchLabels": selector(name)},
+            # Never take a serving replica down before its replacement is ready: a rollout that cannot get a GPU
+            # waits (and says so in status) instead of causing an outage.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "progressDeadlineSeconds": spec["startupTimeoutSeconds"] + 300,
+            "revisionHistoryLimit": 3,
+            "template": {
+                "metadata": {"labels": labels(name), "annotations": {
+                    "prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT),
+                    "prometheus.io/path": "/metrics"}},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def render_service(model: dict, config: Config) -> dict:
+    return {
+        "apiVersion": "v1", "kind": "Service", "metadata": _metadata(model),
+        "spec": {"type": "ClusterIP", "selector": selector(model["metadata"]["name"]),
+                 "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def render_children(model: dict, config: Config) -> list[dict]:
+    return [render_deployment(model, config), render_service(model, config)]

@@ -1,0 +1,133 @@
+"""A Model's status, computed from what its children report. Pure: the same inputs give the same status, so the
+operator writes status only when something a person would notice has changed."""
+
+from __future__ import annotations
+
+from .config import Config
+from .render import endpoint, selector, served_model_name, spec_of
+
+# Container waiting reasons that will not fix themselves without a change to the Model or the cluster.
+FAILING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
+                   "CreateContainerConfigError", "CreateContainerError"}
+
+
+def pod_summary(pod: dict) -> dict:
+    """What status needs of a pod; kept small because the operator indexes every model pod."""
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled") or {}
+    waiting = [(s["state"]["waiting"].get("reason", ""), s["state"]["waiting"].get("message", ""))
+               for s in status.get("containerStatuses") or [] if (s.get("state") or {}).get("waiting")]
+    terminated = [(s["lastState"]["terminated"].get("reason", ""), s["lastState"]["terminated"].get("exitCode"))
+                  for s in status.get("containerStatuses") or [] if (s.get("lastState") or {}).get("terminated")]
+    return {
+        "name": pod["metadata"]["name"],
+        "deleting": bool(pod["metadata"].get("deletionTimestamp")),
+        "scheduled": scheduled.get("status", "Unknown"),
+        "scheduleReason": scheduled.get("reason", ""),
+        "scheduleMessage": scheduled.get("message", ""),
+        "ready": (conditions.get("Ready") or {}).get("status") == "True",
+        "waiting": waiting,
+        "lastTerminated": terminated,
+        "restarts": sum(s.get("restartCount", 0) for s in status.get("containerStatuses") or []),
+    }
+
+
+def condition(type_: str, status: str, reason: str, message: str, generation: int, previous: list,
+              now: str) -> dict:
+    old = next((c for c in previous or [] if c.get("type") == type_), None)
+    since = old["lastTransitionTime"] if old and old.get("status") == status and old.get("lastTransitionTime") \
+        else now
+    return {"type": type_, "status": status, "reason": reason, "message": message,
+            "lastTransitionTime": since, "observedGeneration": generation}
+
+
+def compute_status(model: dict, deployment: dict | None, pods: list[dict], config: Config, now: str,
+                   conflict: str | None = None, generation: int | None = None) -> dict:
+    """Status for `model` given its Deployment (or None), summaries of its pods, and a name conflict if any.
+    `generation` is the spec generation the children were last applied for (defaults to the current one)."""
+    spec = spec_of(model)
+    meta = model["metadata"]
+    generation = generation or meta.get("generation", 1)
+    desired = spec["replicas"]
+    previous = (model.get("status") or {}).get("conditions") or []
+    dstatus = (deployment or {}).get("status") or {}
+    ready = dstatus.get("readyReplicas", 0)
+    replicas = dstatus.get("replicas", 0)
+    updated = dstatus.get("updatedReplicas", 0)
+    live = [p for p in pods if not p["deleting"]]
+    unschedulable = [p for p in live if p["scheduled"] == "False"]
+    failing = [(p["name"], r, m) for p in live for r, m in p["waiting"] if r in FAILING_REASONS]
+    deadline = next((c for c in dstatus.get("conditions") or []
+                     if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"), None)
+
+    def cond(type_, ok, reason, message):
+        return condition(type_, ok, reason, message, generation, previous, now)
+
+    # Scheduled: carries the scheduler's own words when a pod cannot be placed.
+    if unschedulable:
+        p = unschedulable[0]
+        scheduled = cond("Scheduled", "False", p["scheduleReason"] or "Unschedulable",
+                         p["scheduleMessage"] or "waiting for the scheduler")
+    elif live:
+        scheduled = cond("Scheduled", "True", "Scheduled", f"{len(live)} pod(s) placed on nodes")
+    elif desired == 0:
+        scheduled = cond("Scheduled", "True", "ScaledToZero", "no replicas requested")
+    else:
+        scheduled = cond("Scheduled", "Unknown", "WaitingForPods", "no pods created yet")
+
+    rolled_out = (deployment is not None and
+                  (deployment.get("metadata") or {}).get("generation") == dstatus.get("observedGeneration") and
+                  updated == desired and replicas == desired and ready == desired)
+    if conflict:
+        progressing = cond("Progressing", "False", "NameConflict", conflict)
+    elif deadline:
+        progressing = cond("Progressing", "False", "ProgressDeadlineExceeded", deadline.get("message", ""))
+    elif rolled_out:
+        progressing = cond("Progressing", "False", "RolloutComplete", f"{ready}/{desired} replicas up to date")
+    else:
+        progressing = cond("Progressing", "True", "RollingOut",
+                           f"{ready}/{desired} replicas ready, {updated} up to date")
+
+    if conflict:
+        phase, ready_cond = "Failed", cond("Ready", "False", "NameConflict", conflict)
+    elif ready >= 1:
+        phase = "Ready"
+        ready_cond = cond("Ready", "True", "Serving", f"{ready}/{desired} replicas ready; serving at "
+                                                      f"{endpoint(model, config)}")
+    elif desired == 0:
+        phase, ready_cond = "Pending", cond("Ready", "False", "ScaledToZero", "replicas is 0")
+    elif failing:
+        name, reason, message = failing[0]
+        phase = "Failed"
+        ready_cond = cond("Ready", "False", reason, f"pod {name}: {message}".rstrip(": "))
+    elif deadline:
+        phase, ready_cond = "Failed", cond("Ready", "False", "ProgressDeadlineExceeded", deadline.get("message", ""))
+    elif unschedulable or not live:
+        phase = "Pending"
+        ready_cond = cond("Ready", "False", "Unschedulable" if unschedulable else "WaitingForPods",
+                          scheduled["message"])
+    else:
+        phase, ready_cond = "Loading", cond("Ready", "False", "Loading", "scheduled; loading weights")
+
+    return {
+        "phase": phase,
+        "conditions": [ready_cond, progressing, scheduled],
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "readySummary": f"{ready}/{desired}",
+        "selector": ",".join(f"{k}={v}" for k, v in selector(meta["name"]).items()),
+        "endpoint": endpoint(model, config),
+        "servedModelName": served_model_name(model),
+        "observedGeneration": generation,
+    }
+
+
+def status_changed(old: dict | None, new: dict) -> bool:
+    """True when `new` says something `old` does not (lastTransitionTime follows status, so it is ignored)."""
+    def strip(s):
+        s = dict(s or {})
+        s["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"}
+                           for c in s.get("conditions") or []]
+        return {k: v for k, v in s.items() if k in new}
+    return strip(old) != strip(new)
