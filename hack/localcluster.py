@@ -211,7 +211,7 @@ class Cluster:
                                "--kube-api-qps=200", "--kube-api-burst=400"],
             "kwok": [f"{bin_dir}/kwok", f"--kubeconfig={self.kubeconfig}",
                      "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                     "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1",
+                     "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
                      f"--server-address=127.0.0.1:{ports['kwok']}",
                      *[f"--config={f}" for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))]],
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import threading
 
 import kopf
 from kubernetes.client import ApiException
@@ -89,7 +90,18 @@ def _existing(desired: dict) -> dict | None:
         raise
 
 
-def reconcile(model: dict, deployment_index, service_index, pod_index, *, generation: int | None = None) -> None:
+_locks: dict[tuple[str, str], threading.Lock] = {}
+
+
+def reconcile(model: dict, deployment_index, service_index, pod_index, *, cause: str = "event") -> None:
+    # Events of one Model's children are handled in parallel threads; one at a time per Model, the last to run
+    # reads the freshest indexes, so the status it writes is never older than one written before it.
+    key = (model["metadata"]["namespace"], model["metadata"]["name"])
+    with _locks.setdefault(key, threading.Lock()):  # setdefault is atomic: one lock per Model
+        _reconcile(model, deployment_index, service_index, pod_index, cause)
+
+
+def _reconcile(model: dict, deployment_index, service_index, pod_index, cause: str) -> None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     observed = {"Deployment": _first(deployment_index, (ns, name)), "Service": _first(service_index, (ns, name))}
     conflict = None
@@ -101,20 +113,24 @@ def reconcile(model: dict, deployment_index, service_index, pod_index, *, genera
             actual = _existing(desired)
             if actual is not None and not owned_by(actual, model):
                 conflict = f"{kind} {ns}/{name} already exists and is not managed by this Model; rename or remove it"
-                kopf.warn(model, reason="NameConflict", message=conflict)
+                post(model, "Warning", "NameConflict", conflict)
                 continue
         if actual is None or not is_subset(desired, actual):
-            verb = "Created" if actual is None else ("Updated" if generation else "DriftReverted")
+            verb = "Created" if actual is None else ("Updated" if cause == "update" else "DriftReverted")
             observed[kind] = kube.apply(desired)
-            kopf.info(model, reason=verb, message=f"{verb} {kind} {name}")
-    write_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), conflict, generation)
+            post(model, "Normal", verb, f"{verb} {kind} {name}")
+    write_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), conflict)
 
 
-def write_status(model: dict, deployment, pods, conflict, generation) -> None:
+def post(model: dict, type_: str, reason: str, message: str) -> None:
+    """An Event on the Model for `kubectl describe` (kopf.info would be filtered by posting.level)."""
+    kopf.event(model, type=type_, reason=reason, message=message)
+
+
+def write_status(model: dict, deployment, pods, conflict) -> None:
     old = model.get("status") or {}
-    generation = generation or old.get("observedGeneration")
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    new = compute_status(model, deployment, pods, CONFIG, now, conflict, generation)
+    new = compute_status(model, deployment, pods, CONFIG, now, conflict)
     if not status_changed(old, new):
         return
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
@@ -123,11 +139,11 @@ def write_status(model: dict, deployment, pods, conflict, generation) -> None:
     if old.get("phase") != new["phase"]:
         ready = new["conditions"][0]
         message = f"{ready['reason']}: {ready['message']}"
-        (kopf.warn if new["phase"] == "Failed" else kopf.info)(model, reason=new["phase"], message=message)
+        post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"], message)
     sched = new["conditions"][2]
     old_sched = next((c for c in old.get("conditions") or [] if c.get("type") == "Scheduled"), {})
     if sched["status"] == "False" and old_sched.get("message") != sched["message"]:
-        kopf.warn(model, reason="Unschedulable", message=sched["message"])
+        post(model, "Warning", "Unschedulable", sched["message"])
 
 
 @kopf.on.resume(GROUP, VERSION, "models", backoff=5)
@@ -138,8 +154,7 @@ def model_changed(namespace, name, model_index, deployment_index, service_index,
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "Model", "metadata": dict(body["metadata"]),
         "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
     model = {**model, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
-    generation = body["metadata"].get("generation") if reason != "resume" else None
-    reconcile(model, deployment_index, service_index, pod_index, generation=generation)
+    reconcile(model, deployment_index, service_index, pod_index, cause=reason)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

@@ -9,6 +9,8 @@ from .config import FIELD_MANAGER, GROUP, SERVER_PORT, VERSION, Config
 from .crd import model_spec_with_defaults
 
 MODEL_LABEL = f"{GROUP}/model"
+# The Model generation a Deployment was rendered from: status derives observedGeneration from it, race-free.
+GENERATION_ANNOTATION = f"{GROUP}/model-generation"
 CACHE_MOUNT = "/cache"
 SERVER_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 
@@ -150,8 +152,10 @@ def render_deployment(model: dict, config: Config) -> dict:
         "automountServiceAccountToken": False,
         **pod_placement(spec, config),
     }
+    metadata = _metadata(model)
+    metadata["annotations"] = {GENERATION_ANNOTATION: str(model["metadata"].get("generation", 1))}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(model),
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
         "spec": {
             "replicas": spec["replicas"],
             "selector": {"matchLabels": selector(name)},

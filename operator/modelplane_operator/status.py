@@ -4,7 +4,7 @@ operator writes status only when something a person would notice has changed."""
 from __future__ import annotations
 
 from .config import Config
-from .render import endpoint, selector, served_model_name, spec_of
+from .render import GENERATION_ANNOTATION, endpoint, selector, served_model_name, spec_of
 
 # Container waiting reasons that will not fix themselves without a change to the Model or the cluster.
 FAILING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
@@ -43,12 +43,12 @@ def condition(type_: str, status: str, reason: str, message: str, generation: in
 
 
 def compute_status(model: dict, deployment: dict | None, pods: list[dict], config: Config, now: str,
-                   conflict: str | None = None, generation: int | None = None) -> dict:
-    """Status for `model` given its Deployment (or None), summaries of its pods, and a name conflict if any.
-    `generation` is the spec generation the children were last applied for (defaults to the current one)."""
+                   conflict: str | None = None) -> dict:
+    """Status for `model` given its Deployment (or None), summaries of its pods, and a name conflict if any."""
     spec = spec_of(model)
     meta = model["metadata"]
-    generation = generation or meta.get("generation", 1)
+    applied = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(GENERATION_ANNOTATION)
+    generation = int(applied) if applied else meta.get("generation", 1)
     desired = spec["replicas"]
     previous = (model.get("status") or {}).get("conditions") or []
     dstatus = (deployment or {}).get("status") or {}

@@ -88,3 +88,9 @@ def test_drift_check_ignores_server_defaults_but_not_changed_values():
     assert is_subset(desired, actual)
     actual["spec"]["template"]["containers"][0]["args"] = ["b"]
     assert not is_subset(desired, actual)
+
+
+def test_observed_generation_is_the_one_the_deployment_was_rendered_from():
+    dep = deployment(ready=1)
+    dep["metadata"]["annotations"] = {"modelplane.dev/model-generation": "2"}
+    assert compute_status(model(), dep, [pod(ready=True)], CFG, NOW)["observedGeneration"] == 2

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# `make demo`: the local control plane (built or reused), the CRDs, the operator in the background, and example
+# Models reaching Ready on simulated GPU and CPU nodes. `make cluster-down` stops it all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir="${MODELPLANE_CLUSTER_DIR:-$PWD/.cluster}"
+py=.venv/bin/python
+pidfile="$dir/operator.pid"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+stop_operator() {
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    kill "$(cat "$pidfile")" && echo "stopped the demo operator"
+  fi
+  rm -f "$pidfile"
+}
+
+if [ "${1:-up}" = down ]; then stop_operator; exit 0; fi
+
+say "Local control plane (the first run builds Kubernetes from source: tens of minutes; later runs reuse the cache)"
+bin="$(bash hack/build-binaries.sh)"
+$py hack/localcluster.py up --dir "$dir"
+export KUBECONFIG="$dir/kubeconfig"
+kubectl() { "$bin/kubectl" "$@"; }
+
+say "Installing the CRDs"
+kubectl apply --server-side -f crds/
+kubectl wait --for=condition=Established crd/models.modelplane.dev --timeout=60s
+
+say "Starting the operator (log: $dir/logs/operator.log)"
+stop_operator
+nohup $py -m modelplane_operator >>"$dir/logs/operator.log" 2>&1 &
+echo $! >"$pidfile"
+
+say "Applying examples/basic.yaml (1 GPU) and examples/cpu.yaml (CPU profile) in namespace demo"
+kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+kubectl apply -n demo -f examples/basic.yaml -f examples/cpu.yaml
+kubectl get models -n demo
+for m in qwen-7b smollm-cpu; do
+  kubectl wait -n demo --for=jsonpath='{.status.phase}'=Ready "model/$m" --timeout=180s
+done
+
+say "kubectl get models -n demo"
+kubectl get models -n demo
+say "kubectl get deploy,svc,pods -n demo -o wide"
+kubectl get deploy,svc,pods -n demo -o wide
+
+cat <<EOT
+
+The operator keeps running in the background. Try:
+  export KUBECONFIG=$dir/kubeconfig
+  $bin/kubectl describe model qwen-7b -n demo
+  $bin/kubectl apply -n demo -f examples/tensor-parallel.yaml   # 4 GPUs on an H100 node
+  $bin/kubectl scale model qwen-7b -n demo --replicas=3
+Stop everything with: make cluster-down
+EOT

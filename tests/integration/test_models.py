@@ -1,0 +1,177 @@
+"""The operator against a real control plane: kube-apiserver, etcd, controller-manager, scheduler and kwok nodes."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+GPU_MODEL = "hf://Qwen/Qwen2.5-7B-Instruct"
+
+
+def model(name, namespace, **spec):
+    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
+            "metadata": {"name": name, "namespace": namespace}, "spec": {"source": GPU_MODEL, **spec}}
+
+
+def conditions(obj):
+    return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
+
+
+def wait_phase(kube, name, namespace, phase, timeout=60):
+    return kube.wait_for(lambda: (m := kube.get("model", name, namespace)) and
+                         (m.get("status") or {}).get("phase") == phase and m, timeout, what=f"{name} {phase}")
+
+
+def test_create_renders_children_and_reaches_ready(kube, operator, namespace):
+    kube.apply(model("qwen", namespace, gpus=2, gpuType="NVIDIA-H100-80GB-HBM3",
+                     engineArgs={"maxModelLen": 4096}))
+    dep = kube.wait_for(lambda: kube.get("deployment", "qwen", namespace), what="deployment")
+    svc = kube.wait_for(lambda: kube.get("service", "qwen", namespace), what="service")
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][:4] == ["--model", "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "qwen"]
+    assert ["--max-model-len", "4096"] == c["args"][c["args"].index("--max-model-len"):][:2]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "Model"
+    assert svc["spec"]["ports"][0]["port"] == 8000
+
+    m = wait_phase(kube, "qwen", namespace, "Ready")
+    st = m["status"]
+    assert st["endpoint"] == f"http://qwen.{namespace}.svc.cluster.local:8000/v1"
+    assert st["readyReplicas"] == 1 and st["readySummary"] == "1/1" and st["servedModelName"] == "qwen"
+    assert st["observedGeneration"] == m["metadata"]["generation"]
+    assert conditions(m)["Ready"]["status"] == "True"
+    assert conditions(m)["Scheduled"]["status"] == "True"
+    pods = json.loads(kube.run("get", "pods", "-n", namespace, "-l", "modelplane.dev/model=qwen", "-o",
+                               "json").stdout)["items"]
+    assert pods and pods[0]["spec"]["nodeName"].startswith("kwok-gpu-")
+
+    table = kube.run("get", "models", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "SERVED", "GPUS", "READY", "PHASE", "ENDPOINT", "AGE"]
+    assert row.split()[:6] == ["qwen", "qwen", "2", "1/1", "Ready", st["endpoint"]]
+    events = kube.run("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=qwen",
+                      "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"] if e["involvedObject"]["kind"] == "Model"}
+    assert {"Created", "Ready"} <= reasons
+
+
+def test_spec_change_rolls_out_once(kube, operator, namespace):
+    kube.apply(model("roll", namespace))
+    wait_phase(kube, "roll", namespace, "Ready")
+    before = kube.get("deployment", "roll", namespace)["metadata"]["generation"]
+    kube.run("patch", "model", "roll", "-n", namespace, "--type=merge", "-p",
+             '{"spec":{"engineArgs":{"maxModelLen":2048}}}')
+    dep = kube.wait_for(lambda: (d := kube.get("deployment", "roll", namespace))
+                        and d["metadata"]["generation"] > before and d, what="rollout")
+    assert "--max-model-len" in dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    m = kube.wait_for(lambda: (m := kube.get("model", "roll", namespace)) and
+                      m["status"].get("observedGeneration") == m["metadata"]["generation"] and
+                      m["status"]["phase"] == "Ready" and m, what="observed generation")
+    time.sleep(3)  # any further, needless apply would bump the generation again
+    assert kube.get("deployment", "roll", namespace)["metadata"]["generation"] == before + 1
+    assert m["status"]["observedGeneration"] == 2
+
+
+def test_manual_drift_is_reverted(kube, operator, namespace):
+    kube.apply(model("drift", namespace))
+    kube.wait_for(lambda: kube.get("deployment", "drift", namespace), what="deployment")
+    kube.run("scale", "deployment", "drift", "-n", namespace, "--replicas=3")
+    kube.run("patch", "deployment", "drift", "-n", namespace, "--type=json", "-p",
+             '[{"op":"replace","path":"/spec/template/spec/containers/0/args/3","value":"hijacked"}]')
+    dep = kube.wait_for(lambda: (d := kube.get("deployment", "drift", namespace)) and d["spec"]["replicas"] == 1
+                        and d["spec"]["template"]["spec"]["containers"][0]["args"][3] == "drift" and d,
+                        what="drift reverted")
+    # A field the operator does not own survives.
+    kube.run("annotate", "deployment", "drift", "-n", namespace, "team/owner=alice")
+    time.sleep(2)
+    assert kube.get("deployment", "drift", namespace)["metadata"]["annotations"]["team/owner"] == "alice"
+    assert dep["spec"]["replicas"] == 1
+
+
+def test_delete_garbage_collects_children(kube, operator, namespace):
+    kube.apply(model("gone", namespace))
+    kube.wait_for(lambda: kube.get("service", "gone", namespace), what="service")
+    kube.run("delete", "model", "gone", "-n", namespace)
+    kube.wait_for(lambda: kube.get("deployment", "gone", namespace) is None
+                  and kube.get("service", "gone", namespace) is None, timeout=60, what="garbage collection")
+
+
+def test_too_many_gpus_reports_scheduler_reason(kube, operator, namespace):
+    kube.apply(model("huge", namespace, gpus=16))
+    m = kube.wait_for(lambda: (m := kube.get("model", "huge", namespace)) and
+                      conditions(m).get("Scheduled", {}).get("status") == "False" and m, what="unschedulable")
+    sched = conditions(m)["Scheduled"]
+    assert sched["reason"] == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in sched["message"] and sched["message"].startswith("0/3 nodes")
+    assert m["status"]["phase"] == "Pending" and conditions(m)["Ready"]["status"] == "False"
+    describe = kube.run("describe", "model", "huge", "-n", namespace).stdout
+    assert "Insufficient nvidia.com/gpu" in describe
+
+
+def test_scale_subresource_and_cpu_profile(kube, operator, namespace):
+    kube.apply(model("tiny", namespace, gpus=0))
+    wait_phase(kube, "tiny", namespace, "Ready")
+    kube.run("scale", "model", "tiny", "-n", namespace, "--replicas=2")
+    m = kube.wait_for(lambda: (m := kube.get("model", "tiny", namespace)) and
+                      m["status"].get("readySummary") == "2/2" and m, what="scaled")
+    assert m["status"]["selector"] == "modelplane.dev/model=tiny"
+    pods = json.loads(kube.run("get", "pods", "-n", namespace, "-l", "modelplane.dev/model=tiny", "-o",
+                               "json").stdout)["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {"kwok-cpu-0"}
+
+
+def test_existing_object_with_same_name_is_not_taken_over(kube, operator, namespace):
+    kube.run("create", "deployment", "taken", "-n", namespace, "--image=nginx")
+    kube.apply(model("taken", namespace))
+    m = wait_phase(kube, "taken", namespace, "Failed")
+    assert conditions(m)["Ready"]["reason"] == "NameConflict"
+    dep = kube.get("deployment", "taken", namespace)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx"
+    assert not dep["metadata"].get("ownerReferences")
+
+
+def test_api_key_reaches_the_server_only_through_a_secret(kube, operator, namespace):
+    kube.apply(model("keyed", namespace, apiKeySecretRef={"name": "keys"}))
+    dep = kube.wait_for(lambda: kube.get("deployment", "keyed", namespace), what="deployment")
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "keys", "key": "api-key"}
+
+
+INVALID = [
+    ({"source": "ftp://example.com/model"}, "spec.source", "hf://, pvc://, s3://, gs://"),
+    ({"source": "pvc://weights/../etc"}, "spec.source", "'..'"),
+    ({"source": "hf://Qwen"}, "spec.source", "hf://<organisation>/<model>"),
+    ({"source": GPU_MODEL, "gpus": -1}, "spec.gpus", "greater than or equal to 0"),
+    ({"source": GPU_MODEL, "gpus": 4, "engineArgs": {"tensorParallelSize": 2, "pipelineParallelSize": 1}},
+     "spec.engineArgs.tensorParallelSize", "must equal gpus"),
+    ({"source": GPU_MODEL, "engineArgs": {"enableAutoToolChoice": True}}, "spec.engineArgs.toolCallParser",
+     "requires toolCallParser"),
+    ({"source": GPU_MODEL, "engineArgs": {"extraArgs": ["--api-key=plain"]}}, "spec.engineArgs.extraArgs",
+     "apiKeySecretRef"),
+    ({"source": GPU_MODEL, "gpus": 0, "gpuType": "A100"}, "spec.gpuType", "requires gpus > 0"),
+    ({"source": GPU_MODEL, "engineArgs": {"dtype": "int3"}}, "spec.engineArgs.dtype", "Unsupported value"),
+    ({"source": GPU_MODEL, "gpuz": 1}, "spec.gpuz", "unknown field"),
+]
+
+
+@pytest.mark.parametrize("spec,field,words", INVALID, ids=[i[1] + ":" + i[2][:20] for i in INVALID])
+def test_invalid_models_rejected_at_admission(kube, namespace, spec, field, words):
+    proc = kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
+                       "metadata": {"name": "bad", "namespace": namespace}, "spec": spec}, check=False)
+    assert proc.returncode != 0, "accepted an invalid Model"
+    assert field in proc.stderr and words in proc.stderr, proc.stderr
+    assert kube.get("model", "bad", namespace) is None
+
+
+def test_invalid_name_rejected(kube, namespace):
+    proc = kube.apply(model("qwen2.5-7b", namespace), check=False)
+    assert proc.returncode != 0 and "metadata.name must be a DNS label" in proc.stderr, proc.stderr
+
+
+def test_explain_reads_well(kube):
+    out = kube.run("explain", "model.spec.gpus").stdout
+    assert "GPUs per replica" in out and "nvidia.com/gpu" in out
