@@ -49,9 +49,9 @@ kubectl get deploy,svc,pods -n demo -o wide
 cat <<EOT
 
 The operator keeps running in the background. Try:
-  export KUBECONFIG=$dir/kubeconfig
-  $bin/kubectl describe model qwen-7b -n demo
-  $bin/kubectl apply -n demo -f examples/tensor-parallel.yaml   # 4 GPUs on an H100 node
-  $bin/kubectl scale model qwen-7b -n demo --replicas=3
+  export KUBECONFIG=$dir/kubeconfig PATH=$dir/bin:\$PATH   # this cluster's kubectl
+  kubectl describe model qwen-7b -n demo
+  kubectl apply -n demo -f examples/tensor-parallel.yaml   # 4 GPUs on an H100 node
+  kubectl scale model qwen-7b -n demo --replicas=3
 Stop everything with: make cluster-down
 EOT

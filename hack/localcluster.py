@@ -175,6 +175,10 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         make_pki(self.pki)
+        link = self.root / "bin"  # so that `export PATH=<dir>/bin:$PATH` gives this cluster's kubectl and helm
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(bin_dir)
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
         write_kubeconfig(self.kubeconfig, self.pki, ports["apiserver"])
         state = {"ports": ports, "pids": {}, "bin": str(bin_dir)}

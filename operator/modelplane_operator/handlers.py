@@ -127,15 +127,21 @@ def post(model: dict, type_: str, reason: str, message: str) -> None:
     kopf.event(model, type=type_, reason=reason, message=message)
 
 
+# The status this process last wrote, by Model uid. The model index lags behind our own writes; comparing with it
+# alone would repeat writes and phase-change Events. After a restart the index (fresh from a list) is the truth.
+_written: dict[str, dict] = {}
+
+
 def write_status(model: dict, deployment, pods, conflict) -> None:
-    old = model.get("status") or {}
+    uid = model["metadata"]["uid"]
+    old = _written.get(uid) or model.get("status") or {}
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     new = compute_status(model, deployment, pods, CONFIG, now, conflict)
     if not status_changed(old, new):
         return
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     kube.patch_model_status(ns, name, new)
-    model["status"] = new
+    _written[uid] = model["status"] = new
     if old.get("phase") != new["phase"]:
         ready = new["conditions"][0]
         message = f"{ready['reason']}: {ready['message']}"
@@ -155,6 +161,12 @@ def model_changed(namespace, name, model_index, deployment_index, service_index,
         "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
     model = {**model, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
     reconcile(model, deployment_index, service_index, pod_index, cause=reason)
+
+
+@kopf.on.delete(GROUP, VERSION, "models", optional=True)  # optional: no finalizer, deletion is never held up
+def model_deleted(uid, namespace, name, **_):
+    _written.pop(uid, None)
+    _locks.pop((namespace, name), None)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)

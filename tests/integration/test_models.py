@@ -55,8 +55,9 @@ def test_create_renders_children_and_reaches_ready(kube, operator, namespace):
     assert row.split()[:6] == ["qwen", "qwen", "2", "1/1", "Ready", st["endpoint"]]
     events = kube.run("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=qwen",
                       "-o", "json").stdout
-    reasons = {e["reason"] for e in json.loads(events)["items"] if e["involvedObject"]["kind"] == "Model"}
-    assert {"Created", "Ready"} <= reasons
+    reasons = [e["reason"] for e in json.loads(events)["items"] if e["involvedObject"]["kind"] == "Model"]
+    assert {"Created", "Ready"} <= set(reasons)
+    assert reasons.count("Ready") == 1 and reasons.count("Created") == 2, reasons  # no repeats from stale reads
 
 
 def test_spec_change_rolls_out_once(kube, operator, namespace):
