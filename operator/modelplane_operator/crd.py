@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from pathlib import Path
 
@@ -29,51 +30,47 @@ def secret_key_ref(description: str, default_key: str) -> dict:
     }, required=["name"])
 
 
+# Bounds vLLM checks only at start-up; stating them in the schema moves the error to admission.
+ENGINE_ARG_BOUNDS = {
+    "gpuMemoryUtilization": {"minimum": 0, "exclusiveMinimum": True, "maximum": 1},
+    "pipelineParallelSize": {"minimum": 1},
+    "dataParallelSize": {"minimum": 1},
+    "maxNumSeqs": {"minimum": 1},
+    "maxNumBatchedTokens": {"minimum": 1},
+    "seed": {"minimum": 0},
+}
+
+
 def engine_args_schema() -> dict:
+    """vLLM's own options (vllm_options.json, generated from its parser) plus the fields the operator owns."""
     flags_pattern = "|".join(RESERVED_FLAGS)
+    generated = vllm_options()
+    properties = {}
+    for name, opt in generated["options"].items():
+        properties[name] = {**opt["schema"], **ENGINE_ARG_BOUNDS.get(name, {})}
+    properties["tensorParallelSize"] = integer(
+        "Tensor parallel size (--tensor-parallel-size). Defaults to gpus / pipelineParallelSize.", minimum=1)
+    properties["extraArgs"] = array(
+        "Further vLLM command-line arguments, passed as given after the typed ones (for flags of other vLLM "
+        f"versions). The operator owns --{', --'.join(RESERVED_FLAGS)}: set the API key with "
+        "spec.apiKeySecretRef.",
+        string("One argument.", maxLength=4096), maxItems=128,
+        rules=[(f"self.all(a, !a.matches('^--({flags_pattern})(=.*)?$'))",
+                "must not set --model, --host, --port, --api-key or --served-model-name: the operator "
+                "sets them (use spec.servedModelName and spec.apiKeySecretRef)")])
     return obj(
-        "vLLM engine options. Each typed field maps to the vLLM flag of the same name in kebab case "
-        "(maxModelLen -> --max-model-len); extraArgs passes anything else through unchanged.",
-        {
-            "maxModelLen": integer("Model context length in tokens (--max-model-len).", minimum=1),
-            "gpuMemoryUtilization": number("Fraction of GPU memory vLLM may use, in (0, 1] "
-                                           "(--gpu-memory-utilization).", minimum=0, exclusiveMinimum=True,
-                                           maximum=1),
-            "dtype": string("Weights and activations data type (--dtype).",
-                            enum=["auto", "half", "float16", "bfloat16", "float", "float32"]),
-            "quantization": string("Quantization method of the weights, e.g. awq, gptq, fp8 (--quantization).",
-                                   maxLength=64),
-            "kvCacheDtype": string("Data type of the KV cache (--kv-cache-dtype).", maxLength=64),
-            "enablePrefixCaching": boolean("Reuse the KV cache of shared prompt prefixes "
-                                           "(--enable-prefix-caching / --no-enable-prefix-caching)."),
-            "tensorParallelSize": integer("Tensor parallel size. Defaults to gpus / pipelineParallelSize.",
-                                          minimum=1),
-            "pipelineParallelSize": integer("Pipeline parallel size (--pipeline-parallel-size).", minimum=1),
-            "maxNumSeqs": integer("Maximum number of sequences per iteration (--max-num-seqs).", minimum=1),
-            "maxNumBatchedTokens": integer("Maximum number of batched tokens per iteration "
-                                           "(--max-num-batched-tokens).", minimum=1),
-            "enforceEager": boolean("Disable CUDA graphs and always run eagerly (--enforce-eager)."),
-            "trustRemoteCode": boolean("Allow custom model code from the model repository (--trust-remote-code)."),
-            "enableAutoToolChoice": boolean("Let the model decide when to call tools (--enable-auto-tool-choice); "
-                                            "requires toolCallParser."),
-            "toolCallParser": string("Parser for the model's tool calls, e.g. hermes, llama3_json, mistral "
-                                     "(--tool-call-parser).", maxLength=64),
-            "reasoningParser": string("Parser for reasoning content, e.g. deepseek_r1 (--reasoning-parser).",
-                                      maxLength=64),
-            "chatTemplate": string("Chat template: a path inside the container or the template itself "
-                                   "(--chat-template).", maxLength=65536),
-            "seed": integer("Random seed (--seed).", minimum=0),
-            "extraArgs": array(
-                "Further vLLM command-line arguments, passed as given after the typed ones. The operator owns "
-                f"--{', --'.join(RESERVED_FLAGS)}: set the API key with spec.apiKeySecretRef.",
-                string("One argument.", maxLength=4096), maxItems=128,
-                rules=[(f"self.all(a, !a.matches('^--({flags_pattern})(=.*)?$'))",
-                        "must not set --model, --host, --port, --api-key or --served-model-name: the operator "
-                        "sets them (use spec.servedModelName and spec.apiKeySecretRef)")]),
-        },
+        f"vLLM engine and server options, generated from vLLM {generated['vllmVersion']}'s own argument parser. "
+        "Each field is the vLLM flag in camelCase (maxModelLen -> --max-model-len); booleans render as --flag or "
+        "--no-flag, objects as JSON. Unknown fields are rejected; extraArgs passes anything else through.",
+        dict(sorted(properties.items())),
         rules=[("!has(self.enableAutoToolChoice) || !self.enableAutoToolChoice || has(self.toolCallParser)",
                 "enableAutoToolChoice requires toolCallParser", ".toolCallParser")],
     )
+
+
+@functools.lru_cache(maxsize=1)
+def vllm_options() -> dict:
+    return json.loads((Path(__file__).parent / "vllm_options.json").read_text())
 
 
 def toleration_schema() -> dict:

@@ -1,17 +1,13 @@
-"""spec.engineArgs -> vLLM command-line flags. Pure."""
+"""spec.engineArgs -> vLLM command-line flags, following the option kinds generated from vLLM's parser. Pure."""
 
 from __future__ import annotations
 
-import re
+import json
 
-# Booleans whose vLLM default is True: False must be said explicitly with the --no- form.
-_DEFAULT_ON = {"enablePrefixCaching"}
-_DERIVED = {"tensorParallelSize", "extraArgs"}
+from .config import ENGINE_ARG_DEFAULTS
+from .crd import vllm_options
 
-
-def flag(field: str) -> str:
-    """maxModelLen -> --max-model-len"""
-    return "--" + re.sub(r"(?<!^)(?=[A-Z])", "-", field).lower()
+_OWN = {"tensorParallelSize", "extraArgs"}
 
 
 def tensor_parallel_size(spec: dict) -> int:
@@ -22,21 +18,29 @@ def tensor_parallel_size(spec: dict) -> int:
     return max(1, gpus // args.get("pipelineParallelSize", 1)) if gpus else 1
 
 
+def option_flags(name: str, value) -> list[str]:
+    opt = vllm_options()["options"][name]
+    flag, kind = opt["flag"], opt["kind"]
+    if kind == "bool_optional":
+        return [flag] if value else ["--no-" + flag[2:]]
+    if kind == "store_true":
+        return [flag] if value else []
+    if kind == "list":
+        return [flag, *map(str, value)]
+    if kind == "append":
+        return [part for v in value for part in (flag, str(v))]
+    if kind == "json":
+        return [flag, json.dumps(value, separators=(",", ":"), sort_keys=True)]
+    return [flag, str(value)]
+
+
 def engine_flags(spec: dict) -> list[str]:
-    args = spec.get("engineArgs") or {}
+    args = {**ENGINE_ARG_DEFAULTS, **(spec.get("engineArgs") or {})}
     out: list[str] = []
     tp = tensor_parallel_size(spec)
     if tp > 1:
         out += ["--tensor-parallel-size", str(tp)]
-    for field in sorted(args):
-        if field in _DERIVED:
-            continue
-        value = args[field]
-        if isinstance(value, bool):
-            if value:
-                out.append(flag(field))
-            elif field in _DEFAULT_ON:
-                out.append("--no-" + flag(field)[2:])
-        else:
-            out += [flag(field), str(value)]
+    for name in sorted(args):
+        if name not in _OWN:
+            out += option_flags(name, args[name])
     return out + list(args.get("extraArgs", []))

@@ -156,6 +156,9 @@ INVALID = [
     ({"source": GPU_MODEL, "gpus": 0, "gpuType": "A100"}, "spec.gpuType", "requires gpus > 0"),
     ({"source": GPU_MODEL, "engineArgs": {"dtype": "int3"}}, "spec.engineArgs.dtype", "Unsupported value"),
     ({"source": GPU_MODEL, "gpuz": 1}, "spec.gpuz", "unknown field"),
+    ({"source": GPU_MODEL, "engineArgs": {"maxModelLenght": 4096}}, "spec.engineArgs.maxModelLenght", "unknown field"),
+    ({"source": GPU_MODEL, "engineArgs": {"gpuMemoryUtilization": 1.5}}, "spec.engineArgs.gpuMemoryUtilization",
+     "less than or equal to 1"),
 ]
 
 

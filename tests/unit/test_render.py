@@ -162,8 +162,23 @@ def test_engine_args_map_to_vllm_flags():
         i = flags.index(pair[0])
         assert flags[i:i + 2] == pair
     assert "--no-enable-prefix-caching" in flags and "--enable-auto-tool-choice" in flags
-    assert "--enforce-eager" not in flags and "--no-enforce-eager" not in flags
+    assert "--no-enforce-eager" in flags  # vLLM's BooleanOptionalAction: false is said explicitly
     assert flags[-2:] == ["--swap-space", "4"]
+
+
+def test_engine_args_list_json_and_store_true_kinds():
+    spec = spec_of(model({"engineArgs": {"hfOverrides": {"rope_scaling": {"factor": 2}}, "middleware": ["a", "b"],
+                                         "allowedOrigins": ["x"]}}))
+    flags = engine.engine_flags(spec)
+    assert flags[flags.index("--hf-overrides") + 1] == '{"rope_scaling":{"factor":2}}'
+    assert [f for f in flags if f == "--middleware"] == ["--middleware", "--middleware"]
+
+
+def test_engine_option_names_follow_vllm_flags():
+    from modelplane_operator.crd import vllm_options
+    opts = vllm_options()["options"]
+    assert opts["maxModelLen"]["flag"] == "--max-model-len"
+    assert not {"model", "port", "host", "apiKey", "servedModelName", "tensorParallelSize"} & set(opts)
 
 
 def test_service_fronts_the_pods():

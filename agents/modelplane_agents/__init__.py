@@ -1,0 +1,89 @@
+"""Ready AutoGen clients for modelplane Models, by name.
+
+The operator mounts a folder (MODELPLANE_CONFIG_DIR, /etc/modelplane by default) holding index.json and one AutoGen
+component config per Model. API keys are never in those files: the index names the env var (set from a Secret)
+that carries each Model's key.
+
+    from modelplane_agents import model_client
+    client = model_client("qwen-7b")          # or model_client() for the default model
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+CONFIG_DIR_ENV = "MODELPLANE_CONFIG_DIR"
+DEFAULT_CONFIG_DIR = "/etc/modelplane"
+INDEX_FILE = "index.json"
+# vLLM without --api-key accepts any key, but the OpenAI client insists on having one.
+NO_KEY = "no-key"
+
+__all__ = ["ModelNotFound", "ModelNotReady", "available_models", "component_config", "load_index", "model_client"]
+
+
+class ModelNotFound(LookupError):
+    """The named model is not among those injected into this workload."""
+
+
+class ModelNotReady(RuntimeError):
+    """The model is known but the operator reports it is not ready to serve."""
+
+
+def config_dir(path: str | os.PathLike | None = None) -> Path:
+    return Path(path or os.environ.get(CONFIG_DIR_ENV) or DEFAULT_CONFIG_DIR)
+
+
+def load_index(path: str | os.PathLike | None = None) -> dict:
+    folder = config_dir(path)
+    try:
+        return json.loads((folder / INDEX_FILE).read_text())
+    except FileNotFoundError:
+        raise ModelNotFound(f"no modelplane configuration in {folder} (is the workload injected? set "
+                            f"{CONFIG_DIR_ENV} to its folder)") from None
+
+
+def available_models(path: str | os.PathLike | None = None) -> list[str]:
+    return [entry["name"] for entry in load_index(path).get("models", [])]
+
+
+def _entry(index: dict, name: str | None, folder: Path) -> dict:
+    models = index.get("models", [])
+    if name is None:
+        name = index.get("default") or (models[0]["name"] if len(models) == 1 else None)
+        if name is None:
+            raise ModelNotFound(f"no default model; name one of: {', '.join(m['name'] for m in models) or 'none'}")
+    for entry in models:
+        if name in (entry["name"], f"{entry['namespace']}/{entry['name']}"):
+            return entry
+    raise ModelNotFound(f"model {name!r} is not injected here; available: "
+                        f"{', '.join(m['name'] for m in models) or 'none'} (from {folder / INDEX_FILE})")
+
+
+def component_config(name: str | None = None, *, path: str | os.PathLike | None = None,
+                     base_url: str | None = None, require_ready: bool = False) -> dict:
+    """The AutoGen component config for `name`, with its API key filled in from the environment."""
+    folder = config_dir(path)
+    entry = _entry(load_index(folder), name, folder)
+    if require_ready and not entry.get("ready"):
+        raise ModelNotReady(f"model {entry['name']!r} is not ready (see `kubectl describe model {entry['name']} "
+                            f"-n {entry['namespace']}`)")
+    component = json.loads((folder / entry["file"]).read_text())
+    cfg = component["config"]
+    key_env = entry.get("apiKeyEnv")
+    cfg["api_key"] = os.environ.get(key_env, "") if key_env else NO_KEY
+    if key_env and not cfg["api_key"]:
+        raise ModelNotReady(f"model {entry['name']!r} needs an API key, but {key_env} is not set in this pod")
+    if base_url:
+        cfg["base_url"] = base_url
+    return component
+
+
+def model_client(name: str | None = None, *, path: str | os.PathLike | None = None, base_url: str | None = None,
+                 require_ready: bool = False):
+    """A ready `ChatCompletionClient` for the named model (or the default), by AutoGen's component loading."""
+    from autogen_core.models import ChatCompletionClient
+
+    return ChatCompletionClient.load_component(
+        component_config(name, path=path, base_url=base_url, require_ready=require_ready))

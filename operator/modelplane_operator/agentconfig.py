@@ -1,0 +1,73 @@
+"""What an AutoGen workload is given to find a Model: an AutoGen component config for its chat client, and an index
+entry saying where the API key comes from. Pure. The key itself never appears here: the pod gets it through a
+secretKeyRef env var, named in the index."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .config import Config
+from .render import endpoint, served_model_name, spec_of
+
+CLIENT_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
+INDEX_FILE = "index.json"
+
+
+def model_info(spec: dict) -> dict:
+    """AutoGen's ModelInfo: what the client may ask of this server."""
+    args = spec.get("engineArgs") or {}
+    return {
+        "vision": False,
+        "function_calling": bool(args.get("enableAutoToolChoice")),
+        "json_output": True,  # vLLM's guided decoding serves response_format json_object
+        "structured_output": True,  # and json_schema
+        "family": "unknown",
+    }
+
+
+def client_component(model: dict, config: Config, base_url: str | None = None) -> dict:
+    """The component config that `ChatCompletionClient.load_component` turns into a ready client."""
+    meta = model["metadata"]
+    return {
+        "provider": CLIENT_PROVIDER,
+        "component_type": "model",
+        "version": 1,
+        "component_version": 1,
+        "description": f"modelplane Model {meta['namespace']}/{meta['name']}",
+        "label": meta["name"],
+        "config": {
+            "model": served_model_name(model),
+            "base_url": base_url or endpoint(model, config),
+            "model_info": model_info(spec_of(model)),
+            # No stream_options here: AutoGen would send them on plain requests too, which vLLM refuses with 400.
+            # The server adds usage to every stream instead (ENGINE_ARG_DEFAULTS).
+        },
+    }
+
+
+def api_key_env(model: dict) -> str | None:
+    """Name of the env var that carries this Model's API key into an agent pod, if the Model has one."""
+    if not (model.get("spec") or {}).get("apiKeySecretRef"):
+        return None
+    meta = model["metadata"]
+    suffix = re.sub(r"[^A-Z0-9]", "_", f"{meta['namespace']}_{meta['name']}".upper())
+    return f"MODELPLANE_API_KEY_{suffix}"
+
+
+def index_entry(model: dict, config: Config, ready: bool) -> dict:
+    meta = model["metadata"]
+    return {"name": meta["name"], "namespace": meta["namespace"], "file": f"{meta['namespace']}.{meta['name']}.json",
+            "servedModelName": served_model_name(model), "endpoint": endpoint(model, config), "ready": ready,
+            "apiKeyEnv": api_key_env(model)}
+
+
+def config_files(models: list[tuple[dict, bool]], config: Config, default: str | None = None) -> dict[str, str]:
+    """The files an agent pod mounts: index.json and one component config per (Model, ready) pair."""
+    files, entries = {}, []
+    for model, ready in models:
+        entry = index_entry(model, config, ready)
+        files[entry["file"]] = json.dumps(client_component(model, config), indent=1, sort_keys=True)
+        entries.append(entry)
+    files[INDEX_FILE] = json.dumps({"default": default, "models": entries}, indent=1, sort_keys=True)
+    return files

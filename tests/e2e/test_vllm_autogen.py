@@ -1,0 +1,146 @@
+"""The server the operator renders really starts, and a real AutoGen client and agents talk to it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+
+import pytest
+
+from vllm_local import REPO, http_get, served, tiny_model, vllm_python, write_agent_config
+
+KEY = "e2e-test-key-9f3c"  # the Secret's value, as the kubelet would put it into the pod
+
+
+@pytest.fixture(scope="module")
+def plain(weights_volume, tmp_path_factory):
+    model = tiny_model("tiny", engineArgs={"maxModelLen": 512})
+    with served(model, weights_volume, tmp_path_factory.mktemp("logs")) as base:
+        yield model, base
+
+
+@pytest.fixture(scope="module")
+def secured(weights_volume, tmp_path_factory):
+    model = tiny_model("tiny-tools", apiKeySecretRef={"name": "tiny-key"},
+                       engineArgs={"maxModelLen": 512, "enableAutoToolChoice": True, "toolCallParser": "hermes"})
+    secrets = {"tiny-key": {"api-key": KEY}}
+    with served(model, weights_volume, tmp_path_factory.mktemp("logs"), secrets) as base:
+        yield model, base
+
+
+def client_for(model, base, tmp_path, monkeypatch, key=None):
+    from modelplane_agents import model_client
+
+    folder = write_agent_config(tmp_path / "modelplane", [model])
+    if key:
+        from modelplane_operator.agentconfig import api_key_env
+        monkeypatch.setenv(api_key_env(model), key)
+    # base_url as a user has it after `kubectl port-forward svc/<model> ...`
+    return model_client(model["metadata"]["name"], path=folder, base_url=base + "/v1")
+
+
+def test_health_and_models_list_the_served_name(plain):
+    _, base = plain
+    assert http_get(base + "/health")[0] == 200
+    status, body = http_get(base + "/v1/models")
+    assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["tiny"]
+
+
+def test_autogen_create_and_stream_report_usage(plain, tmp_path, monkeypatch):
+    from autogen_core.models import CreateResult, UserMessage
+
+    client = client_for(*plain, tmp_path, monkeypatch)
+
+    async def run():
+        result = await client.create([UserMessage(content="Say hello.", source="user")],
+                                     extra_create_args={"max_tokens": 16})
+        chunks = [c async for c in client.create_stream([UserMessage(content="Count to three.", source="user")],
+                                                         extra_create_args={"max_tokens": 16})]
+        await client.close()
+        return result, chunks
+
+    result, chunks = asyncio.run(run())
+    assert isinstance(result, CreateResult) and isinstance(result.content, str)
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
+    assert all(isinstance(c, str) for c in chunks[:-1]) and len(chunks) > 1
+    final = chunks[-1]
+    assert isinstance(final, CreateResult)
+    assert final.usage.prompt_tokens > 0 and final.usage.completion_tokens > 0  # include_usage reached vLLM
+
+
+def test_assistant_agent_answers(plain, tmp_path, monkeypatch):
+    from autogen_agentchat.agents import AssistantAgent
+
+    agent = AssistantAgent("assistant", model_client=client_for(*plain, tmp_path, monkeypatch))
+    result = asyncio.run(agent.run(task="What is a Kubernetes operator?"))
+    assert result.messages[0].content == "What is a Kubernetes operator?"
+    assert result.messages[-1].source == "assistant" and isinstance(result.messages[-1].content, str)
+    assert result.messages[-1].models_usage.completion_tokens > 0
+
+
+def test_metrics_the_operator_relies_on(plain):
+    _, base = plain
+    status, text = http_get(base + "/metrics")
+    assert status == 200
+    for name in ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+                 "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds"):
+        assert f"\n{name}" in text, name
+
+
+def test_api_key_is_required(secured):
+    _, base = secured
+    assert http_get(base + "/v1/models")[0] == 401
+    assert http_get(base + "/v1/models", {"Authorization": "Bearer wrong"})[0] == 401
+    assert http_get(base + "/v1/models", {"Authorization": f"Bearer {KEY}"})[0] == 200
+
+
+def test_agent_with_injected_key_and_a_tool(secured, tmp_path, monkeypatch):
+    from autogen_agentchat.agents import AssistantAgent
+    from modelplane_agents import ModelNotReady
+
+    with pytest.raises(ModelNotReady, match="MODELPLANE_API_KEY_AGENTS_TINY_TOOLS"):
+        client_for(*secured, tmp_path, monkeypatch)  # no key in the environment: a clear error, not a 401 later
+
+    def cluster_size(namespace: str) -> int:
+        """Number of nodes in the cluster serving a namespace."""
+        return 3
+
+    client = client_for(*secured, tmp_path, monkeypatch, key=KEY)
+    assert client.model_info["function_calling"] is True
+    agent = AssistantAgent("assistant", model_client=client, tools=[cluster_size])
+    result = asyncio.run(agent.run(task="How many nodes serve namespace team-a?"))
+    assert result.messages[-1].source == "assistant"
+    assert result.messages[-1].models_usage.prompt_tokens > 0
+
+
+def test_example_models_parse_with_vllms_own_parser():
+    """Every example's rendered arguments go through vLLM's real parser: no flag vLLM would reject."""
+    import yaml
+
+    from modelplane_operator.config import Config
+    from modelplane_operator.render import render_deployment
+
+    argvs = {}
+    for path in sorted((REPO / "examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Model":
+                doc["metadata"].update(namespace="default", uid="u", generation=1)
+                argvs[path.name] = render_deployment(doc, Config())["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert argvs
+    out = subprocess.run([str(vllm_python()), str(REPO / "hack" / "vllm_parse.py")], input=json.dumps(argvs),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    parsed = json.loads(out.stdout.strip().splitlines()[-1])
+    assert parsed["basic.yaml"]["model"] == "Qwen/Qwen2.5-7B-Instruct"
+    assert parsed["tensor-parallel.yaml"]["tensor_parallel_size"] == 4
+    assert parsed["tensor-parallel.yaml"]["enable_auto_tool_choice"] is True
+
+
+def test_engine_args_schema_is_fresh_from_vllm():
+    """operator/modelplane_operator/vllm_options.json is what the pinned vLLM's parser generates."""
+    out = subprocess.run([str(vllm_python()), str(REPO / "hack" / "gen_vllm_options.py"), "-"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    committed = (REPO / "operator" / "modelplane_operator" / "vllm_options.json").read_text()
+    assert out.stdout == committed, "stale: run `make vllm-options`"

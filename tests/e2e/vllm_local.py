@@ -1,0 +1,127 @@
+"""A real vLLM server on CPU, started from exactly the container the operator renders for a Model.
+
+Only the model path (the pod's volume mount is a local folder here), the listen address and the port are
+substituted; Secret-sourced env vars are resolved from the secrets a test gives, as the kubelet would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from modelplane_operator.config import Config
+from modelplane_operator.render import render_deployment
+from modelplane_operator.source import PVC_MOUNT
+
+REPO = Path(__file__).resolve().parents[2]
+VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+CACHE = Path(os.environ.get("MODELPLANE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+             / "modelplane")
+
+
+def vllm_python() -> Path:
+    if not VLLM_PYTHON.exists():
+        pytest.fail("the vLLM environment is missing: run `make vllm-env` (make test does)")
+    return VLLM_PYTHON
+
+
+def make_weights_volume() -> Path:
+    """A local stand-in for the PVC `weights`: holds the tiny model at tiny/ (made once, then cached)."""
+    volume = CACHE / "pvc-weights"
+    subprocess.run([str(vllm_python()), str(REPO / "hack" / "tinymodel.py"), str(volume / "tiny")], check=True,
+                   capture_output=True)
+    return volume
+
+
+def tiny_model(name: str, namespace: str = "agents", **spec) -> dict:
+    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
+            "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}", "generation": 1},
+            "spec": {"source": "pvc://weights/tiny", "gpus": 0, **spec}}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def local_command(model: dict, volume: Path, port: int, secrets: dict) -> tuple[list[str], dict]:
+    """The rendered container as a local command line and environment."""
+    container = render_deployment(model, Config())["spec"]["template"]["spec"]["containers"][0]
+    command = [str(vllm_python()) if c == "python3" else c for c in container["command"]]
+    args = list(container["args"])
+    for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
+        args[args.index(flag) + 1] = value
+    i = args.index("--model") + 1
+    args[i] = args[i].replace(PVC_MOUNT, str(volume), 1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VLLM_", "OPENAI_"))}
+    for var in container["env"]:
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            env[var["name"]] = secrets[ref["name"]][ref["key"]]
+    env["HF_HOME"] = str(CACHE / "hf-home")  # the pod's cache volume
+    env.update({"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
+                "DO_NOT_TRACK": "1"})
+    return command + args, env
+
+
+def http_get(url: str, headers=None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@contextlib.contextmanager
+def served(model: dict, volume: Path, log_dir: Path, secrets: dict | None = None, timeout: float = 420):
+    """Run the Model's rendered server locally; yields its base URL (http://127.0.0.1:PORT)."""
+    port = free_port()
+    cmd, env = local_command(model, volume, port, secrets or {})
+    log_path = log_dir / f"vllm-{model['metadata']['name']}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"vLLM exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+            try:
+                if http_get(base + "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > end:
+                raise AssertionError(f"vLLM not healthy in {timeout}s:\n{log_path.read_text()[-4000:]}")
+            time.sleep(1)
+        yield base
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def write_agent_config(folder: Path, models: list[dict], default: str | None = None) -> Path:
+    """The folder the operator would mount into an agent pod, written from the same pure rendering."""
+    from modelplane_operator.agentconfig import config_files
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in config_files([(m, True) for m in models], Config(), default).items():
+        (folder / name).write_text(text)
+    return folder
