@@ -60,7 +60,7 @@ crds: venv
 run: venv
 	$(PY) -m modelplane_operator --verbose
 
-demo: venv binaries
+demo: venv vllm-env binaries
 	@bash hack/demo.sh up
 
 demo-down: cluster-down

@@ -20,6 +20,7 @@ if [ "${1:-up}" = down ]; then stop_operator; exit 0; fi
 
 say "Local control plane (the first run builds Kubernetes from source: tens of minutes; later runs reuse the cache)"
 bin="$(bash hack/build-binaries.sh)"
+make --no-print-directory vllm-env
 $py hack/localcluster.py up --dir "$dir"
 export KUBECONFIG="$dir/kubeconfig"
 kubectl() { "$bin/kubectl" "$@"; }
@@ -33,11 +34,12 @@ stop_operator
 nohup $py -m modelplane_operator >>"$dir/logs/operator.log" 2>&1 &
 echo $! >"$pidfile"
 
-say "Applying examples/basic.yaml (1 GPU) and examples/cpu.yaml (CPU profile) in namespace demo"
+say "Applying examples/basic.yaml (1 GPU), examples/cpu.yaml and examples/tiny.yaml (CPU profile) in namespace demo"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -n demo -f examples/basic.yaml -f examples/cpu.yaml
+kubectl apply -f hack/demo-weights.yaml
+kubectl apply -n demo -f examples/basic.yaml -f examples/cpu.yaml -f examples/tiny.yaml
 kubectl get models -n demo
-for m in qwen-7b smollm-cpu; do
+for m in qwen-7b smollm-cpu tiny; do
   kubectl wait -n demo --for=jsonpath='{.status.phase}'=Ready "model/$m" --timeout=180s
 done
 
@@ -45,6 +47,9 @@ say "kubectl get models -n demo"
 kubectl get models -n demo
 say "kubectl get deploy,svc,pods -n demo -o wide"
 kubectl get deploy,svc,pods -n demo -o wide
+
+say "A real answer: the tiny Model's rendered vLLM server, run locally, and an AutoGen team using it"
+MODELPLANE_BIN="$bin" PYTHONPATH=hack $py hack/demo_agent.py demo tiny
 
 cat <<EOT
 

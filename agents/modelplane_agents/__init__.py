@@ -81,9 +81,11 @@ def component_config(name: str | None = None, *, path: str | os.PathLike | None 
 
 
 def model_client(name: str | None = None, *, path: str | os.PathLike | None = None, base_url: str | None = None,
-                 require_ready: bool = False):
-    """A ready `ChatCompletionClient` for the named model (or the default), by AutoGen's component loading."""
+                 require_ready: bool = False, **create_args):
+    """A ready `ChatCompletionClient` for the named model (or the default), by AutoGen's component loading.
+    `create_args` (temperature, max_tokens, ...) become the client's defaults for every request."""
     from autogen_core.models import ChatCompletionClient
 
-    return ChatCompletionClient.load_component(
-        component_config(name, path=path, base_url=base_url, require_ready=require_ready))
+    component = component_config(name, path=path, base_url=base_url, require_ready=require_ready)
+    component["config"].update(create_args)
+    return ChatCompletionClient.load_component(component)

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from vllm_local import make_weights_volume
+from localvllm import make_weights_volume
 
 
 @pytest.fixture(scope="session")

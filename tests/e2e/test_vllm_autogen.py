@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from vllm_local import REPO, http_get, served, tiny_model, vllm_python, write_agent_config
+from localvllm import REPO, http_get, served, tiny_model, vllm_python, write_agent_config
 
 KEY = "e2e-test-key-9f3c"  # the Secret's value, as the kubelet would put it into the pod
 

@@ -1,7 +1,8 @@
 """A real vLLM server on CPU, started from exactly the container the operator renders for a Model.
 
 Only the model path (the pod's volume mount is a local folder here), the listen address and the port are
-substituted; Secret-sourced env vars are resolved from the secrets a test gives, as the kubelet would.
+substituted; Secret-sourced env vars are resolved from the secrets given, as the kubelet would. Used by the
+end-to-end tests and by `make demo`.
 """
 
 from __future__ import annotations
@@ -9,28 +10,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
+from localcluster import free_port
 from modelplane_operator.config import Config
 from modelplane_operator.render import render_deployment
 from modelplane_operator.source import PVC_MOUNT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
-CACHE = Path(os.environ.get("MODELPLANE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-             / "modelplane")
+CACHE = Path(os.environ.get("MODELPLANE_CACHE")
+             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelplane")
 
 
 def vllm_python() -> Path:
     if not VLLM_PYTHON.exists():
-        pytest.fail("the vLLM environment is missing: run `make vllm-env` (make test does)")
+        raise RuntimeError("the vLLM environment is missing: run `make vllm-env` (make test does)")
     return VLLM_PYTHON
 
 
@@ -48,15 +47,15 @@ def tiny_model(name: str, namespace: str = "agents", **spec) -> dict:
             "spec": {"source": "pvc://weights/tiny", "gpus": 0, **spec}}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def server_container(model_or_deployment: dict) -> dict:
+    """The vLLM container of a Deployment (as read from the cluster), or of the one the operator renders."""
+    if model_or_deployment.get("kind") == "Model":
+        model_or_deployment = render_deployment(model_or_deployment, Config())
+    return model_or_deployment["spec"]["template"]["spec"]["containers"][0]
 
 
-def local_command(model: dict, volume: Path, port: int, secrets: dict) -> tuple[list[str], dict]:
-    """The rendered container as a local command line and environment."""
-    container = render_deployment(model, Config())["spec"]["template"]["spec"]["containers"][0]
+def local_command(container: dict, volume: Path, port: int, secrets: dict) -> tuple[list[str], dict]:
+    """The server container as a local command line and environment."""
     command = [str(vllm_python()) if c == "python3" else c for c in container["command"]]
     args = list(container["args"])
     for flag, value in (("--host", "127.0.0.1"), ("--port", str(port))):
@@ -87,9 +86,10 @@ def http_get(url: str, headers=None) -> tuple[int, str]:
 
 @contextlib.contextmanager
 def served(model: dict, volume: Path, log_dir: Path, secrets: dict | None = None, timeout: float = 420):
-    """Run the Model's rendered server locally; yields its base URL (http://127.0.0.1:PORT)."""
+    """Run a Model's server (a Model, rendered here, or its Deployment from the cluster) locally; yields its base URL
+    (http://127.0.0.1:PORT)."""
     port = free_port()
-    cmd, env = local_command(model, volume, port, secrets or {})
+    cmd, env = local_command(server_container(model), volume, port, secrets or {})
     log_path = log_dir / f"vllm-{model['metadata']['name']}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

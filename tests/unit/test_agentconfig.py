@@ -1,0 +1,73 @@
+"""The AutoGen configuration derived from a Model, and the agents library loading it."""
+
+import json
+
+import pytest
+
+from modelplane_agents import ModelNotFound, ModelNotReady, available_models, component_config, model_client
+from modelplane_operator.agentconfig import api_key_env, client_component, config_files
+from modelplane_operator.config import Config
+
+
+def model(name="qwen", namespace="team-a", **spec):
+    return {"metadata": {"name": name, "namespace": namespace, "uid": "u"},
+            "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", **spec}}
+
+
+def write(tmp_path, pairs, default=None):
+    for name, text in config_files(pairs, Config(), default).items():
+        (tmp_path / name).write_text(text)
+    return tmp_path
+
+
+def test_component_config_points_at_the_model():
+    c = client_component(model(servedModelName="qwen-2.5", engineArgs={"enableAutoToolChoice": True,
+                                                                         "toolCallParser": "hermes"}), Config())
+    assert c["provider"] == "autogen_ext.models.openai.OpenAIChatCompletionClient"
+    assert c["config"]["model"] == "qwen-2.5"
+    assert c["config"]["base_url"] == "http://qwen.team-a.svc.cluster.local:8000/v1"
+    assert c["config"]["model_info"]["function_calling"] is True
+    assert "api_key" not in c["config"]
+
+
+def test_key_travels_by_env_var_name_only():
+    keyed = model(apiKeySecretRef={"name": "keys"})
+    assert api_key_env(keyed) == "MODELPLANE_API_KEY_TEAM_A_QWEN"
+    assert api_key_env(model()) is None
+    files = config_files([(keyed, True)], Config())
+    assert json.loads(files["index.json"])["models"][0]["apiKeyEnv"] == "MODELPLANE_API_KEY_TEAM_A_QWEN"
+
+
+def test_library_loads_a_real_autogen_client(tmp_path):
+    folder = write(tmp_path, [(model(), True)])
+    client = model_client("qwen", path=folder, temperature=0.1)
+    assert type(client).__name__ == "OpenAIChatCompletionClient"
+    assert client.model_info["family"] == "unknown"
+    assert model_client(path=folder) is not None  # the only model is the default
+    assert available_models(folder) == ["qwen"]
+
+
+def test_unknown_model_names_the_available_ones(tmp_path):
+    folder = write(tmp_path, [(model(), True), (model("llama"), True)], default="qwen")
+    with pytest.raises(ModelNotFound, match=r"'mistral' is not injected here; available: qwen, llama"):
+        component_config("mistral", path=folder)
+    assert component_config(path=folder)["config"]["model"] == "qwen"
+
+
+def test_key_from_env_and_clear_error_without_it(tmp_path, monkeypatch):
+    folder = write(tmp_path, [(model(apiKeySecretRef={"name": "k"}), True)])
+    with pytest.raises(ModelNotReady, match="MODELPLANE_API_KEY_TEAM_A_QWEN is not set"):
+        component_config("qwen", path=folder)
+    monkeypatch.setenv("MODELPLANE_API_KEY_TEAM_A_QWEN", "sekret")
+    assert component_config("qwen", path=folder)["config"]["api_key"] == "sekret"
+
+
+def test_not_ready_model_refused_when_asked(tmp_path):
+    folder = write(tmp_path, [(model(), False)])
+    with pytest.raises(ModelNotReady):
+        component_config("qwen", path=folder, require_ready=True)
+
+
+def test_missing_config_folder_is_explained(tmp_path):
+    with pytest.raises(ModelNotFound, match="MODELPLANE_CONFIG_DIR"):
+        available_models(tmp_path / "nothing")
