@@ -47,15 +47,15 @@ build_kubernetes() {
     go get "${gets[@]}" >&2
     touch .ready
   fi
-  local pkgs=() ldflags="" v
-  for c in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  local ldflags="" v i=0
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
     ldflags+=" -X $v.buildDate=1970-01-01T00:00:00Z"
   done
   for c in "${missing[@]}"; do
-    log "kubernetes $K8S_VERSION: building $c (${#missing[@]} to build; the first is the slowest)"
+    i=$((i + 1))
+    log "kubernetes $K8S_VERSION: building $c ($i of ${#missing[@]}; the first takes longest, the rest reuse its packages)"
     go build -tags notest -trimpath -ldflags "-s -w$ldflags" -o "$bin/$c.tmp" "k8s.io/kubernetes/cmd/$c"
     mv "$bin/$c.tmp" "$bin/$c"
   done
