@@ -27,7 +27,7 @@ kubectl() { "$bin/kubectl" "$@"; }
 
 say "Installing the CRDs"
 kubectl apply --server-side -f crds/
-kubectl wait --for=condition=Established crd/models.modelplane.dev --timeout=60s
+kubectl wait --for=condition=Established crd/models.modelplane.dev crd/agents.modelplane.dev --timeout=60s
 
 say "Starting the operator (log: $dir/logs/operator.log)"
 stop_operator

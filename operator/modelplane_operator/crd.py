@@ -168,6 +168,14 @@ def model_spec_schema() -> dict:
                                 "through it). Defaults to the operator's setting (8Gi)."),
             "startupTimeoutSeconds": integer("How long a replica may take to load the weights before it is "
                                              "restarted.", minimum=60, default=1800),
+            "allowedNamespaces": array(
+                "Other namespaces whose Agents and injected pods may use this Model; \"*\" allows all. By default "
+                "only workloads in the Model's own namespace may. The API key Secret is never copied: a workload in "
+                "another namespace needs its own Secret of the same name.",
+                string("A namespace name, or \"*\".", maxLength=63,
+                       rules=[("self == '*' || self.matches('" + DNS_LABEL.replace("^[a-z]", "^[a-z0-9]") + "')",
+                               "must be a namespace name or \"*\"")]),
+                maxItems=256, **{"x-kubernetes-list-type": "set"}),
         },
         required=["source"],
         rules=[
@@ -263,6 +271,94 @@ def model_crd() -> dict:
     }
 
 
+def agent_spec_schema() -> dict:
+    return obj("An agent workload and the Models it uses.", {
+        "image": string("Container image of the agent.", minLength=1, maxLength=512),
+        "command": array("Entrypoint, as in a container spec.", string("One element."), maxItems=64),
+        "args": array("Arguments, as in a container spec.", string("One argument."), maxItems=256),
+        "env": array("Environment variables of the agent container.", env_var_schema(), maxItems=128),
+        "replicas": integer("Number of agent pods.", minimum=0, default=1),
+        "resources": resources_schema(),
+        "serviceAccountName": string("ServiceAccount the agent pods run as.", maxLength=253),
+        "models": array(
+            "Models this agent uses, by name. Their endpoints, served names and keys are injected and kept "
+            "current; the agent is Ready only when all of them are.",
+            obj("A reference to a Model.", {
+                "name": string("Name of the Model.", minLength=1, maxLength=63),
+                "namespace": string("Namespace of the Model; empty means the Agent's. The Model must allow this "
+                                    "Agent's namespace in spec.allowedNamespaces.", maxLength=63, default=""),
+                "default": boolean("The model behind OPENAI_BASE_URL, OPENAI_MODEL and OPENAI_API_KEY, and what "
+                                   "modelplane_agents.model_client() returns. Defaults to the first model."),
+            }, required=["name"]),
+            minItems=1, maxItems=32,
+            # A list map: the API server itself refuses the same model listed twice.
+            **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "namespace"]},
+            rules=[("self.filter(m, has(m.default) && m.default).size() <= 1",
+                    "at most one model may be the default")]),
+    }, required=["image", "models"])
+
+
+def agent_status_schema() -> dict:
+    return obj("Observed state, written by the operator.", {
+        "conditions": array("Ready: the agent pods run and every referenced Model is ready.", condition_schema(),
+                            **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
+        "models": array("Each referenced Model as the agent sees it.", obj("A referenced Model.", {
+            "name": string("Model name."),
+            "namespace": string("Model namespace."),
+            "servedModelName": string("Name sent as `model`."),
+            "endpoint": string("OpenAI-compatible base URL."),
+            "ready": boolean("Whether the Model serves."),
+            "reason": string("Why it is not usable, when it is not: NotFound, NotAllowed, NotReady."),
+        })),
+        "modelSummary": string("ready/referenced models, for kubectl get."),
+        "replicas": integer("Agent pods that exist."),
+        "readyReplicas": integer("Agent pods that are ready."),
+        "selector": string("Label selector of the agent pods, for the scale subresource."),
+        "observedGeneration": integer("The .metadata.generation the status reflects.", format="int64"),
+    })
+
+
+def agent_crd() -> dict:
+    schema = obj("An Agent is an AutoGen workload that names the Models it uses; the operator runs it with their "
+                 "configuration injected and kept current.", {
+                     "apiVersion": string("API version of this object."),
+                     "kind": string("Kind of this object."),
+                     "metadata": {"type": "object"},
+                     "spec": agent_spec_schema(),
+                     "status": agent_status_schema(),
+                 }, required=["spec"],
+                 rules=[(f"self.metadata.name.matches('{DNS_LABEL}') && size(self.metadata.name) <= 52",
+                         "metadata.name must be a DNS label of at most 52 characters (its ConfigMap adds a suffix)")])
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"agents.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": "Agent", "listKind": "AgentList", "plural": "agents", "singular": "agent",
+                      "shortNames": ["agt"], "categories": ["all", "modelplane"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": schema},
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector"}},
+                "additionalPrinterColumns": [
+                    {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas",
+                     "description": "Ready agent pods"},
+                    {"name": "Models", "type": "string", "jsonPath": ".status.modelSummary",
+                     "description": "Ready/referenced models"},
+                    {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+                    {"name": "Reason", "type": "string", "priority": 1,
+                     "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
+                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                ],
+            }],
+        },
+    }
+
+
 @functools.lru_cache(maxsize=1)
 def _model_spec_schema() -> dict:
     return model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
@@ -273,7 +369,16 @@ def model_spec_with_defaults(spec: dict) -> dict:
     return apply_defaults(_model_spec_schema(), spec)
 
 
-CRD_FILES = {"modelplane.dev_models.yaml": model_crd}
+@functools.lru_cache(maxsize=1)
+def _agent_spec_schema() -> dict:
+    return agent_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+def agent_spec_with_defaults(spec: dict) -> dict:
+    return apply_defaults(_agent_spec_schema(), spec)
+
+
+CRD_FILES = {"modelplane.dev_models.yaml": model_crd, "modelplane.dev_agents.yaml": agent_crd}
 
 
 def render_all() -> dict[str, str]:

@@ -1,19 +1,19 @@
 """kopf handlers: thin. Read (from kopf's watch-fed indexes), render (pure), apply what differs, report status.
 
-Level-based and watch-driven: a Model change, a change to one of its children, or a pod event all run the same
-`reconcile`, which writes only when the desired state and the observed one disagree.
+Level-based and watch-driven: a change to a Model or an Agent, to one of their children, or to a Model an Agent
+uses, all run the same reconcile for the owner concerned, which writes only when desired and observed disagree.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-import threading
 
 import kopf
 from kubernetes.client import ApiException
 
-from . import kube
+from . import kube, sync
+from .agent import AGENT_LABEL, agent_status, render_agent_children, resolve
 from .config import FIELD_MANAGER, GROUP, VERSION, Config
 from .render import MODEL_LABEL, render_children
 from .status import compute_status, pod_summary, status_changed
@@ -35,13 +35,31 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.batching.worker_limit = 64
 
 
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def snapshot(kind: str, body) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": dict(body["metadata"]),
+            "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+
+
 # --- indexes: the operator's view of the cluster, kept current by watches --------------------------------------
 
 @kopf.index(GROUP, VERSION, "models")
 def model_index(namespace, name, body, **_):
-    return {(namespace, name): {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Model",
-                                "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {}),
-                                "status": dict(body.get("status") or {})}}
+    return {(namespace, name): snapshot("Model", body)}
+
+
+@kopf.index(GROUP, VERSION, "agents")
+def agent_index(namespace, name, body, **_):
+    return {(namespace, name): snapshot("Agent", body)}
+
+
+@kopf.index(GROUP, VERSION, "agents")
+def agents_by_model(namespace, name, spec, **_):
+    """(model namespace, model name) -> the Agents that reference it, for live updates."""
+    return {((ref.get("namespace") or namespace), ref["name"]): (namespace, name) for ref in spec.get("models") or []}
 
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
@@ -54,130 +72,123 @@ def service_index(namespace, name, body, **_):
     return {(namespace, name): dict(body)}
 
 
+@kopf.index("v1", "configmaps", labels=MANAGED)
+def configmap_index(namespace, name, body, **_):
+    return {(namespace, name): dict(body)}
+
+
 @kopf.index("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
 def pod_index(namespace, labels, body, **_):
     return {(namespace, labels[MODEL_LABEL]): pod_summary(body)}
 
 
-# --- reconcile --------------------------------------------------------------------------------------------------
+# --- Models -----------------------------------------------------------------------------------------------------
 
-def is_subset(desired, actual) -> bool:
-    """True when every field we set has the value we set (the server adds defaults; those are not drift)."""
-    if isinstance(desired, dict):
-        return isinstance(actual, dict) and all(is_subset(v, actual.get(k)) for k, v in desired.items())
-    if isinstance(desired, list):
-        return (isinstance(actual, list) and len(desired) == len(actual)
-                and all(is_subset(d, a) for d, a in zip(desired, actual)))
-    return desired == actual
-
-
-def owned_by(obj: dict, model: dict) -> bool:
-    return any(ref.get("uid") == model["metadata"]["uid"] for ref in obj["metadata"].get("ownerReferences") or [])
-
-
-def _first(index, key):
-    return next(iter(index.get(key, [])), None)
-
-
-def _existing(desired: dict) -> dict | None:
-    meta = desired["metadata"]
-    try:
-        return kube.request("GET", kube.object_path(desired["apiVersion"], desired["kind"], meta["namespace"],
-                                                    meta["name"]))
-    except ApiException as e:
-        if e.status == 404:
-            return None
-        raise
-
-
-_locks: dict[tuple[str, str], threading.Lock] = {}
-
-
-def reconcile(model: dict, deployment_index, service_index, pod_index, *, cause: str = "event") -> None:
-    # Events of one Model's children are handled in parallel threads; one at a time per Model, the last to run
-    # reads the freshest indexes, so the status it writes is never older than one written before it.
-    key = (model["metadata"]["namespace"], model["metadata"]["name"])
-    with _locks.setdefault(key, threading.Lock()):  # setdefault is atomic: one lock per Model
-        _reconcile(model, deployment_index, service_index, pod_index, cause)
-
-
-def _reconcile(model: dict, deployment_index, service_index, pod_index, cause: str) -> None:
+def reconcile_model(model: dict, deployment_index, service_index, pod_index, cause: str = "event") -> None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
-    observed = {"Deployment": _first(deployment_index, (ns, name)), "Service": _first(service_index, (ns, name))}
-    conflict = None
-    for desired in render_children(model, CONFIG):
-        kind = desired["kind"]
-        actual = observed[kind]
-        if actual is None:
-            # Not one of ours as far as the watch knows: never take over an object someone else made.
-            actual = _existing(desired)
-            if actual is not None and not owned_by(actual, model):
-                conflict = f"{kind} {ns}/{name} already exists and is not managed by this Model; rename or remove it"
-                post(model, "Warning", "NameConflict", conflict)
-                continue
-        if actual is None or not is_subset(desired, actual):
-            verb = "Created" if actual is None else ("Updated" if cause == "update" else "DriftReverted")
-            observed[kind] = kube.apply(desired)
-            post(model, "Normal", verb, f"{verb} {kind} {name}")
-    write_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), conflict)
-
-
-def post(model: dict, type_: str, reason: str, message: str) -> None:
-    """An Event on the Model for `kubectl describe` (kopf.info would be filtered by posting.level)."""
-    kopf.event(model, type=type_, reason=reason, message=message)
-
-
-# The status this process last wrote, by Model uid. The model index lags behind our own writes; comparing with it
-# alone would repeat writes and phase-change Events. After a restart the index (fresh from a list) is the truth.
-_written: dict[str, dict] = {}
-
-
-def write_status(model: dict, deployment, pods, conflict) -> None:
-    uid = model["metadata"]["uid"]
-    old = _written.get(uid) or model.get("status") or {}
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    new = compute_status(model, deployment, pods, CONFIG, now, conflict)
-    if not status_changed(old, new):
-        return
-    ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
-    kube.patch_model_status(ns, name, new)
-    _written[uid] = model["status"] = new
-    if old.get("phase") != new["phase"]:
-        ready = new["conditions"][0]
-        message = f"{ready['reason']}: {ready['message']}"
-        post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"], message)
-    sched = new["conditions"][2]
-    old_sched = next((c for c in old.get("conditions") or [] if c.get("type") == "Scheduled"), {})
-    if sched["status"] == "False" and old_sched.get("message") != sched["message"]:
-        post(model, "Warning", "Unschedulable", sched["message"])
+    with sync.lock(("Model", ns, name)):
+        observed = {"Deployment": sync.first(deployment_index, (ns, name)),
+                    "Service": sync.first(service_index, (ns, name))}
+        observed, conflict = sync.sync_children(model, render_children(model, CONFIG), observed, cause)
+        new = compute_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), CONFIG, now(),
+                             conflict)
+        old = sync.status_to_write(model, new, status_changed)
+        if old is None:
+            return
+        kube.patch_status(model, new)
+        sync.written(model, new)
+        if old.get("phase") != new["phase"]:
+            ready = new["conditions"][0]
+            sync.post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
+                      f"{ready['reason']}: {ready['message']}")
+        sched = new["conditions"][2]
+        old_sched = next((c for c in old.get("conditions") or [] if c.get("type") == "Scheduled"), {})
+        if sched["status"] == "False" and old_sched.get("message") != sched["message"]:
+            sync.post(model, "Warning", "Unschedulable", sched["message"])
 
 
 @kopf.on.resume(GROUP, VERSION, "models", backoff=5)
 @kopf.on.create(GROUP, VERSION, "models", backoff=5)
 @kopf.on.update(GROUP, VERSION, "models", field="spec", backoff=5)
 def model_changed(namespace, name, model_index, deployment_index, service_index, pod_index, body, reason, **_):
-    model = _first(model_index, (namespace, name)) or {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Model", "metadata": dict(body["metadata"]),
-        "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+    model = sync.first(model_index, (namespace, name)) or snapshot("Model", body)
     model = {**model, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
-    reconcile(model, deployment_index, service_index, pod_index, cause=reason)
+    reconcile_model(model, deployment_index, service_index, pod_index, cause=str(reason))
 
 
 @kopf.on.delete(GROUP, VERSION, "models", optional=True)  # optional: no finalizer, deletion is never held up
-def model_deleted(uid, namespace, name, **_):
-    _written.pop(uid, None)
-    _locks.pop((namespace, name), None)
+@kopf.on.delete(GROUP, VERSION, "agents", optional=True)
+def owner_deleted(uid, namespace, name, resource, **_):
+    sync.forget((resource.kind, namespace, name), uid)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("v1", "services", labels=MANAGED)
+@kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
+@kopf.on.event("v1", "services", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
-def child_changed(namespace, labels, model_index, deployment_index, service_index, pod_index, **_):
-    model = _first(model_index, (namespace, labels.get(MODEL_LABEL)))
+def model_child_changed(namespace, labels, model_index, deployment_index, service_index, pod_index, **_):
+    model = sync.first(model_index, (namespace, labels.get(MODEL_LABEL)))
     if model is None or model["metadata"].get("deletionTimestamp"):
         return
     try:
-        reconcile(dict(model), deployment_index, service_index, pod_index)
+        reconcile_model(dict(model), deployment_index, service_index, pod_index)
     except ApiException as e:  # event handlers are not retried; the next event or the resume handler will do
-        log.warning("reconciling %s/%s after a child event failed: %s", namespace, model["metadata"]["name"],
+        log.warning("reconciling Model %s/%s after a child event failed: %s", namespace, model["metadata"]["name"],
+                    e.reason)
+
+
+# --- Agents -----------------------------------------------------------------------------------------------------
+
+def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index, cause: str = "event") -> None:
+    ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
+    with sync.lock(("Agent", ns, name)):
+        resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
+                           lambda key: sync.first(model_index, key))
+        desired = render_agent_children(agent, resolved, CONFIG)
+        observed = {"Deployment": sync.first(deployment_index, (ns, name)),
+                    "ConfigMap": sync.first(configmap_index, (ns, desired[0]["metadata"]["name"]))}
+        observed, conflict = sync.sync_children(agent, desired, observed, cause)
+        new = agent_status(agent, resolved, observed["Deployment"], CONFIG, now(), conflict)
+        old = sync.status_to_write(agent, new, status_changed)
+        if old is None:
+            return
+        kube.patch_status(agent, new)
+        sync.written(agent, new)
+        ready, was = new["conditions"][0], next((c for c in old.get("conditions") or [] if c["type"] == "Ready"), {})
+        if (ready["status"], ready["reason"]) != (was.get("status"), was.get("reason")):
+            sync.post(agent, "Normal" if ready["status"] == "True" else "Warning", ready["reason"], ready["message"])
+
+
+@kopf.on.resume(GROUP, VERSION, "agents", backoff=5)
+@kopf.on.create(GROUP, VERSION, "agents", backoff=5)
+@kopf.on.update(GROUP, VERSION, "agents", field="spec", backoff=5)
+def agent_changed(namespace, name, agent_index, model_index, deployment_index, configmap_index, body, reason, **_):
+    agent = sync.first(agent_index, (namespace, name)) or snapshot("Agent", body)
+    agent = {**agent, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
+    reconcile_agent(agent, model_index, deployment_index, configmap_index, cause=str(reason))
+
+
+@kopf.on.event(GROUP, VERSION, "models")
+def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
+                         configmap_index, **_):
+    """A Model appeared, changed, moved through its phases or went away: every Agent using it follows."""
+    for agent_key in set(agents_by_model.get((namespace, name), [])):
+        agent = sync.first(agent_index, agent_key)
+        if agent is None:
+            continue
+        try:
+            reconcile_agent(dict(agent), model_index, deployment_index, configmap_index, cause="model")
+        except ApiException as e:
+            log.warning("updating Agent %s/%s for Model %s/%s failed: %s", *agent_key, namespace, name, e.reason)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
+@kopf.on.event("v1", "configmaps", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
+def agent_child_changed(namespace, labels, agent_index, model_index, deployment_index, configmap_index, **_):
+    agent = sync.first(agent_index, (namespace, labels.get(AGENT_LABEL)))
+    if agent is None or agent["metadata"].get("deletionTimestamp"):
+        return
+    try:
+        reconcile_agent(dict(agent), model_index, deployment_index, configmap_index)
+    except ApiException as e:
+        log.warning("reconciling Agent %s/%s after a child event failed: %s", namespace, agent["metadata"]["name"],
                     e.reason)

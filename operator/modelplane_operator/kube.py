@@ -21,6 +21,7 @@ _KINDS = {
     ("v1", "Service"): ("/api/v1", "services"),
     ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
     (f"{GROUP}/{VERSION}", "Model"): (f"/apis/{GROUP}/{VERSION}", "models"),
+    (f"{GROUP}/{VERSION}", "Agent"): (f"/apis/{GROUP}/{VERSION}", "agents"),
 }
 
 
@@ -64,6 +65,9 @@ def apply(obj: dict) -> dict:
                    content_type="application/apply-patch+yaml")
 
 
-def patch_model_status(namespace: str, name: str, status: dict) -> dict:
-    path = object_path(f"{GROUP}/{VERSION}", "Model", namespace, name) + "/status"
+def patch_status(owner: dict, status: dict) -> dict:
+    """Merge-patch the status subresource of a Model or an Agent."""
+    meta = owner["metadata"]
+    path = object_path(owner.get("apiVersion", f"{GROUP}/{VERSION}"), owner.get("kind", "Model"), meta["namespace"],
+                       meta["name"]) + "/status"
     return request("PATCH", path, {"status": status}, content_type="application/merge-patch+json")

@@ -43,9 +43,11 @@ def endpoint(model: dict, config: Config) -> str:
     return f"http://{meta['name']}.{meta['namespace']}.svc.{config.cluster_domain}:{SERVER_PORT}/v1"
 
 
-def owner_reference(model: dict) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Model", "name": model["metadata"]["name"],
-            "uid": model["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+def owner_reference(owner: dict) -> dict:
+    """Controller reference to a Model or an Agent, so that deleting it deletes what was made for it."""
+    return {"apiVersion": owner.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": owner.get("kind", "Model"),
+            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": True,
+            "blockOwnerDeletion": True}
 
 
 def _metadata(model: dict) -> dict:

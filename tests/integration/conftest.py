@@ -70,7 +70,8 @@ def cluster(tmp_path_factory):
 def kube(cluster) -> Kube:
     k = Kube(cluster)
     k.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    k.run("wait", "--for=condition=Established", "crd/models.modelplane.dev", "--timeout=60s")
+    k.run("wait", "--for=condition=Established", "crd/models.modelplane.dev", "crd/agents.modelplane.dev",
+          "--timeout=60s")
     return k
 
 

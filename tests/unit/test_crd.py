@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from modelplane_operator.crd import model_crd, render_all
+from modelplane_operator.crd import CRD_FILES, model_crd, render_all
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -23,10 +23,11 @@ def walk(schema, path="spec"):
 
 
 def test_every_field_has_a_description():
-    root = model_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    missing = [p for p, s in walk(root["properties"]["spec"]) if not s.get("description")]
-    missing += [p for p, s in walk(root["properties"]["status"], "status") if not s.get("description")]
-    assert missing == []
+    for make in CRD_FILES.values():
+        root = make()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        missing = [p for p, s in walk(root["properties"]["spec"]) if not s.get("description")]
+        missing += [p for p, s in walk(root["properties"]["status"], "status") if not s.get("description")]
+        assert missing == [], make.__name__
 
 
 def test_printer_columns_scale_subresource_short_name():

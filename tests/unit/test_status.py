@@ -1,7 +1,7 @@
 """Status computation from a Deployment and pod summaries."""
 
 from modelplane_operator.config import Config
-from modelplane_operator.handlers import is_subset
+from modelplane_operator.sync import is_subset
 from modelplane_operator.status import compute_status, pod_summary, status_changed
 
 CFG = Config()

@@ -1,0 +1,192 @@
+"""Agents and injection: which Models a workload may use, and the ConfigMap, env and volume that tell it how.
+Pure functions; the same injection serves Agent Deployments and pods mutated by the webhook."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import agentconfig
+from .config import FIELD_MANAGER, GROUP, Config
+from .crd import agent_spec_with_defaults
+from .render import endpoint, owner_reference, served_model_name
+from .source import secret_env
+from .status import condition
+
+AGENT_LABEL = f"{GROUP}/agent"
+CONFIG_MOUNT = "/etc/modelplane"
+CONFIG_VOLUME = "modelplane-config"
+NAMESPACE_CONFIGMAP = "modelplane-models"  # what injected pods of a namespace mount
+NO_KEY = "no-key"  # vLLM without --api-key accepts any key; the OpenAI client insists on one
+
+
+@dataclasses.dataclass
+class Resolved:
+    """One model reference of a workload, resolved against the Models that exist."""
+    namespace: str
+    name: str
+    model: dict | None  # None when missing or not allowed: nothing about it is injected
+    reason: str | None  # NotFound, NotAllowed, NotReady; None when usable and ready
+    default: bool = False
+
+    @property
+    def ready(self) -> bool:
+        return self.reason is None
+
+
+def allowed(model: dict, namespace: str) -> bool:
+    """A Model serves its own namespace, and the ones it lists (or all, with "*")."""
+    if model["metadata"]["namespace"] == namespace:
+        return True
+    allow = (model.get("spec") or {}).get("allowedNamespaces") or []
+    return "*" in allow or namespace in allow
+
+
+def model_ready(model: dict) -> bool:
+    return (model.get("status") or {}).get("phase") == "Ready"
+
+
+def resolve(namespace: str, refs: list[dict], lookup) -> list[Resolved]:
+    """refs: [{name, namespace?, default?}]; lookup((ns, name)) -> Model or None. The first is the default unless
+    one says otherwise."""
+    has_default = any(r.get("default") for r in refs)
+    out = []
+    for i, ref in enumerate(refs):
+        ns = ref.get("namespace") or namespace
+        model = lookup((ns, ref["name"]))
+        if model is None:
+            reason = "NotFound"
+        elif not allowed(model, namespace):
+            model, reason = None, "NotAllowed"
+        else:
+            reason = None if model_ready(model) else "NotReady"
+        out.append(Resolved(ns, ref["name"], model, reason, ref.get("default", False) if has_default else i == 0))
+    return out
+
+
+def config_data(resolved: list[Resolved], config: Config) -> dict[str, str]:
+    usable = [r for r in resolved if r.model is not None]
+    default = next((r.name for r in usable if r.default), None)
+    return agentconfig.config_files([(r.model, r.ready) for r in usable], config, default)
+
+
+def injected_env(resolved: list[Resolved], config: Config) -> list[dict]:
+    """MODELPLANE_CONFIG_DIR, the OPENAI_* conventions for the default model, and one key env var per keyed model,
+    each from a Secret of the workload's own namespace (Secrets never cross namespaces)."""
+    env = [{"name": "MODELPLANE_CONFIG_DIR", "value": CONFIG_MOUNT}]
+    for r in resolved:
+        if r.model is None:
+            continue
+        ref = (r.model.get("spec") or {}).get("apiKeySecretRef")
+        key_env = secret_env(agentconfig.api_key_env(r.model), ref, "api-key") if ref else None
+        if key_env:
+            key_env["valueFrom"]["secretKeyRef"]["optional"] = True  # the library explains a missing key
+            env.append(key_env)
+        if r.default:
+            env += [{"name": "OPENAI_BASE_URL", "value": endpoint(r.model, config)},
+                    {"name": "OPENAI_MODEL", "value": served_model_name(r.model)}]
+            env.append({**key_env, "name": "OPENAI_API_KEY"} if key_env else {"name": "OPENAI_API_KEY",
+                                                                              "value": NO_KEY})
+    return env
+
+
+def config_volume(configmap: str) -> tuple[dict, dict]:
+    """The volume and read-only mount of the configuration; optional so a pod starts before its ConfigMap."""
+    return ({"name": CONFIG_VOLUME, "configMap": {"name": configmap, "optional": True}},
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True})
+
+
+def agent_labels(name: str) -> dict:
+    return {"app.kubernetes.io/name": "agent", "app.kubernetes.io/instance": name,
+            "app.kubernetes.io/component": "agent", "app.kubernetes.io/part-of": "modelplane",
+            "app.kubernetes.io/managed-by": FIELD_MANAGER, AGENT_LABEL: name}
+
+
+def configmap_name(agent_name: str) -> str:
+    return f"{agent_name}-modelplane"
+
+
+def _metadata(agent: dict, name: str) -> dict:
+    meta = agent["metadata"]
+    return {"name": name, "namespace": meta["namespace"], "labels": agent_labels(meta["name"]),
+            "ownerReferences": [owner_reference(agent)]}
+
+
+def render_configmap(agent: dict, resolved: list[Resolved], config: Config) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": _metadata(agent, configmap_name(agent["metadata"]["name"])),
+            "data": config_data(resolved, config)}
+
+
+def render_agent_deployment(agent: dict, resolved: list[Resolved], config: Config) -> dict:
+    spec = agent_spec_with_defaults(agent.get("spec") or {})
+    name = agent["metadata"]["name"]
+    volume, mount = config_volume(configmap_name(name))
+    container = {"name": "agent", "image": spec["image"],
+                 "env": injected_env(resolved, config) + list(spec.get("env") or []),
+                 "volumeMounts": [mount],
+                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                                     "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}}
+    for field in ("command", "args", "resources"):
+        if spec.get(field):
+            container[field] = spec[field]
+    pod = {"containers": [container], "volumes": [volume]}
+    if spec.get("serviceAccountName"):
+        pod["serviceAccountName"] = spec["serviceAccountName"]
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _metadata(agent, name),
+            "spec": {"replicas": spec["replicas"], "selector": {"matchLabels": {AGENT_LABEL: name}},
+                     "template": {"metadata": {"labels": agent_labels(name)}, "spec": pod}}}
+
+
+def render_agent_children(agent: dict, resolved: list[Resolved], config: Config) -> list[dict]:
+    return [render_configmap(agent, resolved, config), render_agent_deployment(agent, resolved, config)]
+
+
+def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None, config: Config, now: str,
+                 conflict: str | None = None) -> dict:
+    meta = agent["metadata"]
+    generation = meta.get("generation", 1)
+    previous = (agent.get("status") or {}).get("conditions") or []
+    dstatus = (deployment or {}).get("status") or {}
+    desired = agent_spec_with_defaults(agent.get("spec") or {})["replicas"]
+    ready_pods = dstatus.get("readyReplicas", 0)
+    bad = next((r for r in resolved if not r.ready), None)
+    if conflict:
+        ready = condition("Ready", "False", "NameConflict", conflict, generation, previous, now)
+    elif bad:
+        words = {"NotFound": "does not exist", "NotAllowed": f"does not allow namespace {meta['namespace']} "
+                 "(spec.allowedNamespaces)", "NotReady": "is not ready"}
+        ready = condition("Ready", "False", f"Model{bad.reason}", f"model {bad.namespace}/{bad.name} "
+                          f"{words[bad.reason]}", generation, previous, now)
+    elif ready_pods < desired:
+        ready = condition("Ready", "False", "PodsNotReady", f"{ready_pods}/{desired} agent pods ready",
+                          generation, previous, now)
+    else:
+        ready = condition("Ready", "True", "Ready", f"{ready_pods}/{desired} agent pods ready; all models ready",
+                          generation, previous, now)
+    models = []
+    for r in resolved:
+        entry = {"name": r.name, "namespace": r.namespace, "ready": r.ready}
+        if r.model is not None:
+            entry.update(servedModelName=served_model_name(r.model), endpoint=endpoint(r.model, config))
+        if r.reason:
+            entry["reason"] = r.reason
+        models.append(entry)
+    return {"conditions": [ready], "models": models,
+            "modelSummary": f"{sum(r.ready for r in resolved)}/{len(resolved)}",
+            "replicas": dstatus.get("replicas", 0), "readyReplicas": ready_pods,
+            "selector": f"{AGENT_LABEL}={meta['name']}", "observedGeneration": generation}
+
+
+def namespace_configmap(namespace: str, models: list[dict], config: Config) -> dict:
+    """The ConfigMap injected pods of `namespace` mount: every Model the namespace may use."""
+    usable = sorted((m for m in models if allowed(m, namespace)),
+                    key=lambda m: (m["metadata"]["namespace"] != namespace, m["metadata"]["namespace"],
+                                   m["metadata"]["name"]))
+    data = agentconfig.config_files([(m, model_ready(m)) for m in usable], config)
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": NAMESPACE_CONFIGMAP, "namespace": namespace,
+                         "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER,
+                                    "app.kubernetes.io/part-of": "modelplane",
+                                    "app.kubernetes.io/component": "injected-config"}},
+            "data": data}
+

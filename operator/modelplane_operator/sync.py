@@ -1,0 +1,96 @@
+"""What every reconcile shares: apply the children that differ from what the watches show, never take over an
+object someone else made, write status only when it changes, and one reconcile at a time per owner."""
+
+from __future__ import annotations
+
+import threading
+
+import kopf
+from kubernetes.client import ApiException
+
+from . import kube
+
+_locks: dict[tuple, threading.Lock] = {}
+
+
+def lock(key: tuple) -> threading.Lock:
+    # Events of one owner's children are handled in parallel threads; one at a time per owner, the last to run
+    # reads the freshest indexes, so the status it writes is never older than one written before it.
+    return _locks.setdefault(key, threading.Lock())  # setdefault is atomic
+
+
+def forget(key: tuple, uid: str) -> None:
+    _locks.pop(key, None)
+    _written.pop(uid, None)
+
+
+def first(index, key):
+    return next(iter(index.get(key, [])), None)
+
+
+def is_subset(desired, actual) -> bool:
+    """True when every field we set has the value we set (the server adds defaults; those are not drift)."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(is_subset(v, actual.get(k)) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(actual, list) and len(desired) == len(actual)
+                and all(is_subset(d, a) for d, a in zip(desired, actual)))
+    return desired == actual
+
+
+def owned_by(obj: dict, owner: dict) -> bool:
+    return any(ref.get("uid") == owner["metadata"]["uid"] for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+def existing(desired: dict) -> dict | None:
+    meta = desired["metadata"]
+    try:
+        return kube.request("GET", kube.object_path(desired["apiVersion"], desired["kind"], meta["namespace"],
+                                                    meta["name"]))
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+
+
+def post(obj: dict, type_: str, reason: str, message: str) -> None:
+    """An Event for `kubectl describe` (kopf.info would be filtered by posting.level)."""
+    kopf.event(obj, type=type_, reason=reason, message=message)
+
+
+def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) -> tuple[dict, str | None]:
+    """Apply each desired child that is missing or differs from `observed` (kind -> object from the watches).
+    Returns the children as they now are, and a conflict message if a name is taken by someone else's object."""
+    observed = dict(observed)
+    conflict = None
+    owner_kind = owner.get("kind", "Model")
+    for child in desired:
+        kind, name = child["kind"], child["metadata"]["name"]
+        actual = observed.get(kind)
+        if actual is None:
+            actual = existing(child)  # unknown to the watches: is the name free?
+            if actual is not None and not owned_by(actual, owner):
+                conflict = (f"{kind} {child['metadata']['namespace']}/{name} already exists and is not managed by "
+                            f"this {owner_kind}; rename or remove it")
+                post(owner, "Warning", "NameConflict", conflict)
+                continue
+        if actual is None or not is_subset(child, actual):
+            verb = "Created" if actual is None else ("Updated" if cause in ("update", "model") else "DriftReverted")
+            observed[kind] = kube.apply(child)
+            post(owner, "Normal", verb, f"{verb} {kind} {name}")
+    return observed, conflict
+
+
+# The status this process last wrote, by owner uid. Indexes lag behind our own writes; comparing with them alone
+# would repeat writes and Events. After a restart the indexes (fresh from a list) are the truth.
+_written: dict[str, dict] = {}
+
+
+def status_to_write(owner: dict, new: dict, changed) -> dict | None:
+    """The previous status if `new` must be written (changed(old, new) says so), else None."""
+    old = _written.get(owner["metadata"]["uid"]) or owner.get("status") or {}
+    return old if changed(old, new) else None
+
+
+def written(owner: dict, new: dict) -> None:
+    _written[owner["metadata"]["uid"]] = owner["status"] = new

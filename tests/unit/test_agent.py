@@ -1,0 +1,98 @@
+"""Agents: model resolution across namespaces, the injected env and ConfigMap, and Agent status."""
+
+import json
+
+from modelplane_operator.agent import (agent_status, injected_env, namespace_configmap, render_agent_deployment,
+                                       render_configmap, resolve)
+from modelplane_operator.config import Config
+
+CFG = Config()
+NOW = "2026-01-01T00:00:00Z"
+
+
+def model(name, namespace="team-a", phase="Ready", **spec):
+    return {"metadata": {"name": name, "namespace": namespace, "uid": f"u-{name}"},
+            "spec": {"source": "hf://a/b", **spec}, "status": {"phase": phase}}
+
+
+MODELS = {m["metadata"]["namespace"] + "/" + m["metadata"]["name"]: m for m in [
+    model("qwen", apiKeySecretRef={"name": "qwen-key"}),
+    model("llama", phase="Loading"),
+    model("shared", namespace="platform", allowedNamespaces=["team-a"]),
+    model("private", namespace="platform"),
+    model("public", namespace="platform", allowedNamespaces=["*"]),
+]}
+
+
+def lookup(key):
+    return MODELS.get(f"{key[0]}/{key[1]}")
+
+
+def agent(*refs, replicas=1):
+    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
+            "metadata": {"name": "bot", "namespace": "team-a", "uid": "agent-uid", "generation": 2},
+            "spec": {"image": "ghcr.io/acme/bot:1", "replicas": replicas, "models": list(refs)}}
+
+
+def test_resolution_reasons_and_default():
+    r = resolve("team-a", [{"name": "qwen"}, {"name": "llama"}, {"name": "nope"},
+                           {"name": "private", "namespace": "platform"},
+                           {"name": "shared", "namespace": "platform", "default": True}], lookup)
+    assert [(x.name, x.reason, x.default) for x in r] == [
+        ("qwen", None, False), ("llama", "NotReady", False), ("nope", "NotFound", False),
+        ("private", "NotAllowed", False), ("shared", None, True)]
+    assert r[3].model is None  # nothing about a refused model is injected
+    assert resolve("other", [{"name": "public", "namespace": "platform"}], lookup)[0].ready
+    assert resolve("team-a", [{"name": "qwen"}], lookup)[0].default  # first is the default
+
+
+def test_injected_env_for_default_keyed_model_uses_secret_refs_only():
+    env = {e["name"]: e for e in injected_env(resolve("team-a", [{"name": "qwen"}], lookup), CFG)}
+    assert env["MODELPLANE_CONFIG_DIR"]["value"] == "/etc/modelplane"
+    assert env["OPENAI_BASE_URL"]["value"] == "http://qwen.team-a.svc.cluster.local:8000/v1"
+    assert env["OPENAI_MODEL"]["value"] == "qwen"
+    ref = {"name": "qwen-key", "key": "api-key", "optional": True}
+    assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == ref
+    assert env["MODELPLANE_API_KEY_TEAM_A_QWEN"]["valueFrom"]["secretKeyRef"] == ref
+
+
+def test_configmap_lists_usable_models_only():
+    r = resolve("team-a", [{"name": "qwen"}, {"name": "private", "namespace": "platform"}, {"name": "llama"}],
+                lookup)
+    data = render_configmap(agent(), r, CFG)["data"]
+    index = json.loads(data["index.json"])
+    assert [(m["name"], m["ready"]) for m in index["models"]] == [("qwen", True), ("llama", False)]
+    assert index["default"] == "qwen"
+    assert all("qwen-key" not in text or name == "index.json" for name, text in data.items())
+
+
+def test_agent_deployment_mounts_config_and_keeps_user_env():
+    a = agent({"name": "qwen"})
+    a["spec"]["env"] = [{"name": "LOG_LEVEL", "value": "debug"}]
+    dep = render_agent_deployment(a, resolve("team-a", a["spec"]["models"], lookup), CFG)
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["image"] == "ghcr.io/acme/bot:1" and c["env"][-1] == {"name": "LOG_LEVEL", "value": "debug"}
+    assert {"name": "modelplane-config", "mountPath": "/etc/modelplane", "readOnly": True} in c["volumeMounts"]
+    assert pod["volumes"][0]["configMap"] == {"name": "bot-modelplane", "optional": True}
+    assert dep["metadata"]["ownerReferences"][0]["kind"] == "Agent"
+
+
+def test_agent_status_names_the_model_that_blocks_it():
+    r = resolve("team-a", [{"name": "qwen"}, {"name": "llama"}], lookup)
+    st = agent_status(agent(), r, {"status": {"readyReplicas": 1, "replicas": 1}}, CFG, NOW)
+    ready = st["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "ModelNotReady")
+    assert "team-a/llama" in ready["message"] and st["modelSummary"] == "1/2"
+    ok = agent_status(agent(), resolve("team-a", [{"name": "qwen"}], lookup),
+                      {"status": {"readyReplicas": 1, "replicas": 1}}, CFG, NOW)
+    assert ok["conditions"][0]["status"] == "True" and ok["models"][0]["endpoint"].startswith("http://qwen.")
+    gone = agent_status(agent(), resolve("team-a", [{"name": "nope"}], lookup), None, CFG, NOW)
+    assert gone["conditions"][0]["reason"] == "ModelNotFound"
+
+
+def test_namespace_configmap_holds_every_model_the_namespace_may_use():
+    cm = namespace_configmap("team-a", list(MODELS.values()), CFG)
+    names = [m["name"] for m in json.loads(cm["data"]["index.json"])["models"]]
+    assert names == ["llama", "qwen", "public", "shared"]
+    assert cm["metadata"]["name"] == "modelplane-models"
