@@ -12,7 +12,6 @@ certificates generated for this cluster alone. Nothing leaves 127.0.0.1.
 from __future__ import annotations
 
 import argparse
-import datetime
 import ipaddress
 import json
 import os
@@ -25,10 +24,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
+
+from modelplane_operator.certs import cert_pem, issue, key_pem, new_key
 
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
@@ -65,64 +63,29 @@ def free_port() -> int:
 
 # --- certificates -------------------------------------------------------------------------------------------
 
-def _key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _write_key(path: Path, key) -> None:
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-
-
-def _cert(subject_cn: str, key, issuer_cert, issuer_key, *, ca=False, org=None, sans=(), server=False):
-    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]
-    if org:
-        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
-    name = x509.Name(attrs)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(name)
-               .issuer_name(issuer_cert.subject if issuer_cert else name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=365))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        builder = builder.add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False),
-                                        critical=True)
-    else:
-        usage = [x509.ExtendedKeyUsageOID.SERVER_AUTH] if server else [x509.ExtendedKeyUsageOID.CLIENT_AUTH]
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usage), critical=False)
-    if sans:
-        names = [x509.IPAddress(ipaddress.ip_address(s)) if s[0].isdigit() else x509.DNSName(s) for s in sans]
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(issuer_key or key, hashes.SHA256())
-
-
 def make_pki(pki: Path) -> None:
     if (pki / "admin.crt").exists():
         return
     pki.mkdir(parents=True, exist_ok=True)
-    ca_key = _key()
-    ca = _cert("modelplane-local-ca", ca_key, None, None, ca=True)
-    _write_key(pki / "ca.key", ca_key)
-    (pki / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    ca_key = new_key()
+    ca = issue("modelplane-local-ca", ca_key, ca=True)
+    files = {"ca.key": key_pem(ca_key), "ca.crt": cert_pem(ca)}
     service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
     sans = ["127.0.0.1", service_ip, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local"]
-    for name, kwargs in {
-        "apiserver": dict(cn="kube-apiserver", sans=sans, server=True),
-        "admin": dict(cn="modelplane-admin", org="system:masters"),
-    }.items():
-        key = _key()
-        cert = _cert(kwargs["cn"], key, ca, ca_key, org=kwargs.get("org"), sans=kwargs.get("sans", ()),
-                     server=kwargs.get("server", False))
-        _write_key(pki / f"{name}.key", key)
-        (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(pki / "sa.key", _key())
-    sa_key = serialization.load_pem_private_key((pki / "sa.key").read_bytes(), None)
-    (pki / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    key = new_key()
+    files.update({"apiserver.key": key_pem(key),
+                  "apiserver.crt": cert_pem(issue("kube-apiserver", key, (ca, ca_key), sans=sans, server=True))})
+    key = new_key()
+    files.update({"admin.key": key_pem(key),
+                  "admin.crt": cert_pem(issue("modelplane-admin", key, (ca, ca_key), org="system:masters"))})
+    sa = new_key()
+    files.update({"sa.key": key_pem(sa), "sa.pub": sa.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)})
+    for name, data in files.items():
+        (pki / name).write_bytes(data)
+        if name.endswith(".key"):
+            (pki / name).chmod(0o600)
 
 
 def write_kubeconfig(path: Path, pki: Path, port: int) -> None:

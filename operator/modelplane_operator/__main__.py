@@ -16,8 +16,17 @@ def main(argv=None) -> None:
                     help="kopf peering name, so that only one of several replicas acts; default: standalone")
     ap.add_argument("--liveness", default=os.environ.get("MODELPLANE_LIVENESS", ""),
                     help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    ap.add_argument("--webhook-port", help="serve the injection webhook on this port (MODELPLANE_WEBHOOK_PORT)")
+    ap.add_argument("--webhook-host", help="name or IP the API server calls the webhook at (MODELPLANE_WEBHOOK_HOST)")
+    ap.add_argument("--webhook-configure", action="store_true",
+                    help="write the MutatingWebhookConfiguration pointing at this process (local runs)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
+    # Flags are one more way to set the MODELPLANE_* settings that config.Config reads.
+    for flag, value in (("WEBHOOK_PORT", args.webhook_port), ("WEBHOOK_HOST", args.webhook_host),
+                        ("WEBHOOK_CONFIGURE", "true" if args.webhook_configure else None)):
+        if value:
+            os.environ[f"MODELPLANE_{flag}"] = value
     from . import handlers  # noqa: F401  registers the handlers
 
     kopf.configure(verbose=args.verbose)

@@ -47,8 +47,8 @@ def model_ready(model: dict) -> bool:
 
 def resolve(namespace: str, refs: list[dict], lookup) -> list[Resolved]:
     """refs: [{name, namespace?, default?}]; lookup((ns, name)) -> Model or None. The first is the default unless
-    one says otherwise."""
-    has_default = any(r.get("default") for r in refs)
+    some ref says `default` either way."""
+    explicit = any("default" in r for r in refs)
     out = []
     for i, ref in enumerate(refs):
         ns = ref.get("namespace") or namespace
@@ -59,7 +59,7 @@ def resolve(namespace: str, refs: list[dict], lookup) -> list[Resolved]:
             model, reason = None, "NotAllowed"
         else:
             reason = None if model_ready(model) else "NotReady"
-        out.append(Resolved(ns, ref["name"], model, reason, ref.get("default", False) if has_default else i == 0))
+        out.append(Resolved(ns, ref["name"], model, reason, bool(ref.get("default")) if explicit else i == 0))
     return out
 
 

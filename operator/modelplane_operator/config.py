@@ -34,6 +34,16 @@ class Config:
     cpu_profile_cpu_request: str = "2"
     cpu_profile_memory_request: str = "8Gi"
     shm_size: str = "8Gi"  # /dev/shm for tensor-parallel workers; GPU models only need it that large
+    # The injection webhook: served when webhook_port is set. webhook_host is the name the API server calls (and the
+    # certificate's SAN); with webhook_configure the operator writes the MutatingWebhookConfiguration itself (local
+    # runs; the Helm chart writes it in a cluster).
+    webhook_port: str = ""
+    webhook_listen: str = "0.0.0.0"
+    webhook_host: str = "127.0.0.1"
+    webhook_cert_dir: str = "/tmp/modelplane-webhook"
+    webhook_configure: str = ""
+    webhook_failure_policy: str = "Ignore"
+    webhook_excluded_namespaces: str = "kube-system"  # comma-separated, plus the operator's own namespace
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":

@@ -6,14 +6,17 @@ uses, all run the same reconcile for the owner concerned, which writes only when
 
 from __future__ import annotations
 
+import base64
 import datetime
 import logging
+from pathlib import Path
 
 import kopf
 from kubernetes.client import ApiException
 
-from . import kube, sync
-from .agent import AGENT_LABEL, agent_status, render_agent_children, resolve
+from . import certs, kube, sync
+from . import inject
+from .agent import AGENT_LABEL, NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
 from .config import FIELD_MANAGER, GROUP, VERSION, Config
 from .render import MODEL_LABEL, render_children
 from .status import compute_status, pod_summary, status_changed
@@ -33,6 +36,24 @@ def configure(settings: kopf.OperatorSettings, **_):
     # Events in `kubectl describe` are the ones we post on purpose, plus warnings and errors.
     settings.posting.level = logging.WARNING
     settings.batching.worker_limit = 64
+    if CONFIG.webhook_port:
+        serve_webhook(settings)
+
+
+def serve_webhook(settings: kopf.OperatorSettings) -> None:
+    folder = Path(CONFIG.webhook_cert_dir)
+    ca = certs.serving_pair(folder, "modelplane-webhook", [CONFIG.webhook_host])
+    port = int(CONFIG.webhook_port)
+    settings.admission.server = kopf.WebhookServer(
+        addr=CONFIG.webhook_listen, port=port, host=CONFIG.webhook_host, certfile=folder / "tls.crt",
+        pkeyfile=folder / "tls.key", cadata=ca)
+    if CONFIG.webhook_configure:
+        url = f"https://{CONFIG.webhook_host}:{port}{inject.WEBHOOK_PATH}"
+        excluded = tuple(n for n in CONFIG.webhook_excluded_namespaces.split(",") if n)
+        kube.apply(inject.webhook_configuration({"url": url, "caBundle": base64.b64encode(ca).decode()},
+                                                failure_policy=CONFIG.webhook_failure_policy,
+                                                excluded_namespaces=excluded))
+        log.info("webhook configuration points at %s", url)
 
 
 def now() -> str:
@@ -170,7 +191,14 @@ def agent_changed(namespace, name, agent_index, model_index, deployment_index, c
 @kopf.on.event(GROUP, VERSION, "models")
 def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
                          configmap_index, **_):
-    """A Model appeared, changed, moved through its phases or went away: every Agent using it follows."""
+    """A Model appeared, changed, moved through its phases or went away: every Agent using it, and the
+    configuration of injected pods, follow."""
+    for key in list(configmap_index):
+        if key[1] == NAMESPACE_CONFIGMAP:
+            try:
+                ensure_namespace_configmap(key[0], model_index, configmap_index)
+            except ApiException as e:
+                log.warning("updating %s/%s for Model %s/%s failed: %s", *key, namespace, name, e.reason)
     for agent_key in set(agents_by_model.get((namespace, name), [])):
         agent = sync.first(agent_index, agent_key)
         if agent is None:
@@ -192,3 +220,37 @@ def agent_child_changed(namespace, labels, agent_index, model_index, deployment_
     except ApiException as e:
         log.warning("reconciling Agent %s/%s after a child event failed: %s", namespace, agent["metadata"]["name"],
                     e.reason)
+
+
+# --- injection into any pod (mutating admission webhook) ---------------------------------------------------------
+
+def all_models(model_index) -> list[dict]:
+    return [m for key in list(model_index) for m in [sync.first(model_index, key)] if m is not None]
+
+
+def ensure_namespace_configmap(namespace: str, model_index, configmap_index) -> None:
+    """Keep the ConfigMap that injected pods of `namespace` mount in step with the Models it may use."""
+    with sync.lock(("ConfigMap", namespace, NAMESPACE_CONFIGMAP)):
+        desired = namespace_configmap(namespace, all_models(model_index), CONFIG)
+        actual = sync.first(configmap_index, (namespace, NAMESPACE_CONFIGMAP))
+        if actual is None or sync.differs(desired, actual):
+            kube.apply(desired)
+
+
+@kopf.on.mutate("v1", "pods", id=inject.WEBHOOK_PATH.strip("/"), operations=["CREATE"], ignore_failures=True)
+def inject_pod(body, patch, warnings, model_index, configmap_index, logger, **_):
+    pod = dict(body)
+    namespace = body["metadata"].get("namespace")
+    if not namespace or (body["metadata"].get("labels") or {}).get(inject.INJECT_LABEL) == "false":
+        return
+    resolved = inject.requested(pod, namespace, all_models(model_index), lambda key: sync.first(model_index, key))
+    fields, problems = inject.mutation(pod, resolved, CONFIG)
+    patch.spec["containers"] = fields["containers"]
+    patch.spec["volumes"] = fields["volumes"]
+    for key, value in fields["annotations"].items():
+        patch.metadata.setdefault("annotations", {})[key] = value
+    warnings.extend(problems)
+    try:  # the pod mounts this ConfigMap (optionally): make sure it exists, but never fail the admission over it
+        ensure_namespace_configmap(namespace, model_index, configmap_index)
+    except Exception as e:  # noqa: BLE001
+        logger.warning("could not write %s/%s: %s", namespace, NAMESPACE_CONFIGMAP, e)

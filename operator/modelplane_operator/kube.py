@@ -22,6 +22,8 @@ _KINDS = {
     ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
     (f"{GROUP}/{VERSION}", "Model"): (f"/apis/{GROUP}/{VERSION}", "models"),
     (f"{GROUP}/{VERSION}", "Agent"): (f"/apis/{GROUP}/{VERSION}", "agents"),
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"):
+        ("/apis/admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations"),
 }
 
 
@@ -51,16 +53,16 @@ def request(method: str, path: str, body=None, *, query: dict | None = None,
     return json.loads(resp.data) if resp.data else {}
 
 
-def object_path(api_version: str, kind: str, namespace: str, name: str = "") -> str:
+def object_path(api_version: str, kind: str, namespace: str | None, name: str = "") -> str:
     prefix, plural = _KINDS[(api_version, kind)]
-    path = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
+    path = f"{prefix}/namespaces/{quote(namespace)}/{plural}" if namespace else f"{prefix}/{plural}"
     return f"{path}/{quote(name)}" if name else path
 
 
 def apply(obj: dict) -> dict:
     """Server-side apply with the operator's field manager; force takes back fields someone else changed."""
     meta = obj["metadata"]
-    path = object_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
     return request("PATCH", path, obj, query={"fieldManager": FIELD_MANAGER, "force": "true"},
                    content_type="application/apply-patch+yaml")
 

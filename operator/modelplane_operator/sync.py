@@ -38,6 +38,13 @@ def is_subset(desired, actual) -> bool:
     return desired == actual
 
 
+def differs(desired: dict, actual: dict) -> bool:
+    """Drift: a field we set has another value, or (for ConfigMaps) the data holds keys we no longer write."""
+    if not is_subset(desired, actual):
+        return True
+    return "data" in desired and (actual.get("data") or {}) != desired["data"]
+
+
 def owned_by(obj: dict, owner: dict) -> bool:
     return any(ref.get("uid") == owner["metadata"]["uid"] for ref in obj["metadata"].get("ownerReferences") or [])
 
@@ -74,7 +81,7 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
                             f"this {owner_kind}; rename or remove it")
                 post(owner, "Warning", "NameConflict", conflict)
                 continue
-        if actual is None or not is_subset(child, actual):
+        if actual is None or differs(child, actual):
             verb = "Created" if actual is None else ("Updated" if cause in ("update", "model") else "DriftReverted")
             observed[kind] = kube.apply(child)
             post(owner, "Normal", verb, f"{verb} {kind} {name}")

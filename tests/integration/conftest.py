@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from localcluster import Cluster
+from localcluster import Cluster, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,15 +77,29 @@ def kube(cluster) -> Kube:
 
 
 class Operator:
-    def __init__(self, kube: Kube, log_path: Path):
-        self.kube, self.log_path, self.proc = kube, log_path, None
+    """The operator as its own process, serving the injection webhook on a loopback port it configures itself."""
+
+    def __init__(self, kube: Kube, workdir: Path):
+        self.kube, self.log_path, self.proc = kube, workdir / "operator.log", None
+        self.webhook_port = free_port()
+        self.env = {**kube.env, "MODELPLANE_WEBHOOK_CERT_DIR": str(workdir / "webhook-certs")}
 
     def start(self):
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_operator", "--verbose"],
-                                     env=self.kube.env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        return self
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_operator", "--verbose",
+                                      "--webhook-port", str(self.webhook_port), "--webhook-host", "127.0.0.1",
+                                      "--webhook-configure"],
+                                     env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:  # ready when the webhook answers (it starts last)
+            try:
+                socket.create_connection(("127.0.0.1", self.webhook_port), timeout=1).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"operator exited:\n{self.log()[-3000:]}")
+                time.sleep(0.3)
+        raise AssertionError(f"operator webhook not listening:\n{self.log()[-3000:]}")
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -101,7 +116,7 @@ class Operator:
 
 @pytest.fixture(scope="session")
 def operator(kube, tmp_path_factory):
-    op = Operator(kube, tmp_path_factory.mktemp("operator") / "operator.log").start()
+    op = Operator(kube, tmp_path_factory.mktemp("operator")).start()
     yield op
     op.stop()
     assert "Traceback" not in op.log(), op.log()[-5000:]

@@ -1,0 +1,94 @@
+"""Opt-in injection into any pod: what the mutating webhook adds, and its own configuration. Pure.
+
+A pod opts in with the label modelplane.dev/inject=true, or by living in a namespace labelled
+modelplane.dev/inject=enabled (a pod there may opt out with modelplane.dev/inject=false). The annotation
+modelplane.dev/models names the models ("qwen-7b,platform/shared"; the first is the default); without it, every
+Model the namespace may use is injected. Injecting twice gives the same pod.
+"""
+
+from __future__ import annotations
+
+from .agent import NAMESPACE_CONFIGMAP, Resolved, allowed, config_volume, injected_env, resolve
+from .config import GROUP, Config
+
+INJECT_LABEL = f"{GROUP}/inject"
+MODELS_ANNOTATION = f"{GROUP}/models"
+INJECTED_ANNOTATION = f"{GROUP}/injected"
+ERROR_ANNOTATION = f"{GROUP}/injection-error"
+WEBHOOK_PATH = "/inject"  # kopf serves a handler at /<handler id>
+
+
+def parse_models_annotation(value: str) -> list[dict]:
+    refs = []
+    for i, item in enumerate(v.strip() for v in value.split(",") if v.strip()):
+        ns, _, name = item.rpartition("/")
+        refs.append({"name": name, "namespace": ns, "default": i == 0})
+    return refs
+
+
+def requested(pod: dict, namespace: str, models: list[dict], lookup) -> list[Resolved]:
+    """The models a pod asks for (its annotation), or all those its namespace may use."""
+    annotation = ((pod.get("metadata") or {}).get("annotations") or {}).get(MODELS_ANNOTATION)
+    if annotation:
+        return resolve(namespace, parse_models_annotation(annotation), lookup)
+    visible = sorted((m for m in models if allowed(m, namespace)),
+                     key=lambda m: (m["metadata"]["namespace"] != namespace, m["metadata"]["name"]))
+    refs = [{"name": m["metadata"]["name"], "namespace": m["metadata"]["namespace"], "default": len(visible) == 1}
+            for m in visible]
+    return resolve(namespace, refs, lookup)
+
+
+def _merge(items: list[dict], ours: list[dict]) -> list[dict]:
+    """`items` with ours replacing any of the same name, appended in order: idempotent."""
+    names = {o["name"] for o in ours}
+    return [i for i in items if i.get("name") not in names] + ours
+
+
+def mutation(pod: dict, resolved: list[Resolved], config: Config) -> tuple[dict, list[str]]:
+    """(the pod fields to set, warnings for the client). Refused or missing models are not injected."""
+    spec = pod.get("spec") or {}
+    usable = [r for r in resolved if r.model is not None]
+    problems = [f"model {r.namespace}/{r.name}: {r.reason}" for r in resolved if r.model is None]
+    env = injected_env(usable, config)
+    volume, mount = config_volume(NAMESPACE_CONFIGMAP)
+    containers = [{**c, "env": _merge(c.get("env") or [], env),
+                   "volumeMounts": _merge(c.get("volumeMounts") or [], [mount])}
+                  for c in spec.get("containers") or []]
+    annotations = dict((pod.get("metadata") or {}).get("annotations") or {})
+    annotations[INJECTED_ANNOTATION] = ",".join(f"{r.namespace}/{r.name}" for r in usable)
+    if problems:
+        annotations[ERROR_ANNOTATION] = "; ".join(problems)
+    else:
+        annotations.pop(ERROR_ANNOTATION, None)
+    fields = {"containers": containers, "volumes": _merge(spec.get("volumes") or [], [volume]),
+              "annotations": annotations}
+    return fields, [f"modelplane: {p} (not injected)" for p in problems]
+
+
+def webhook_configuration(client_config: dict, *, name: str = "modelplane", failure_policy: str = "Ignore",
+                          timeout_seconds: int = 5, excluded_namespaces: tuple[str, ...] = ("kube-system",)) -> dict:
+    """A MutatingWebhookConfiguration that can never take the cluster down: failures are ignored by default, the
+    timeout is short, system namespaces are skipped, and only opted-in pods are sent to the operator."""
+    not_excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                    "values": sorted(set(excluded_namespaces))}
+    common = {
+        "admissionReviewVersions": ["v1"], "sideEffects": "NoneOnDryRun", "failurePolicy": failure_policy,
+        "timeoutSeconds": timeout_seconds, "matchPolicy": "Equivalent", "reinvocationPolicy": "IfNeeded",
+        "clientConfig": client_config,
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"], "operations": ["CREATE"],
+                   "scope": "Namespaced"}],
+    }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "modelplane"}},
+        "webhooks": [
+            {"name": f"pods.{GROUP}", **common,
+             "namespaceSelector": {"matchExpressions": [not_excluded]},
+             "objectSelector": {"matchLabels": {INJECT_LABEL: "true"}}},
+            {"name": f"namespaces.{GROUP}", **common,
+             "namespaceSelector": {"matchExpressions": [not_excluded, {"key": INJECT_LABEL, "operator": "In",
+                                                                       "values": ["enabled"]}]},
+             "objectSelector": {"matchExpressions": [{"key": INJECT_LABEL, "operator": "NotIn",
+                                                      "values": ["true", "false"]}]}},
+        ],
+    }

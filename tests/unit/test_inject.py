@@ -1,0 +1,74 @@
+"""The webhook's pure parts: what a pod gets, idempotently, and a configuration that cannot take a cluster down."""
+
+from modelplane_operator.config import Config
+from modelplane_operator.inject import mutation, parse_models_annotation, requested, webhook_configuration
+
+CFG = Config()
+
+
+def model(name, namespace="team-a", **spec):
+    return {"metadata": {"name": name, "namespace": namespace, "uid": name}, "spec": {"source": "hf://a/b", **spec},
+            "status": {"phase": "Ready"}}
+
+
+MODELS = [model("qwen"), model("llama"), model("private", "platform")]
+
+
+def lookup(key):
+    return next((m for m in MODELS if (m["metadata"]["namespace"], m["metadata"]["name"]) == key), None)
+
+
+def pod(annotations=None):
+    return {"metadata": {"name": "p", "annotations": annotations or {}},
+            "spec": {"containers": [{"name": "a", "env": [{"name": "KEEP", "value": "1"}]}, {"name": "b"}],
+                     "volumes": [{"name": "data", "emptyDir": {}}]}}
+
+
+def apply(p, fields):
+    out = {**p, "metadata": {**p["metadata"], "annotations": fields["annotations"]}}
+    out["spec"] = {**p["spec"], "containers": fields["containers"], "volumes": fields["volumes"]}
+    return out
+
+
+def test_annotation_names_models_first_is_default():
+    assert parse_models_annotation("qwen, platform/shared") == [
+        {"name": "qwen", "namespace": "", "default": True},
+        {"name": "shared", "namespace": "platform", "default": False}]
+
+
+def test_without_annotation_every_visible_model_and_no_default_when_several():
+    r = requested(pod(), "team-a", MODELS, lookup)
+    assert [x.name for x in r] == ["llama", "qwen"] and not any(x.default for x in r)
+
+
+def test_every_container_gets_env_and_mount_and_injection_is_idempotent():
+    p = pod({"modelplane.dev/models": "qwen"})
+    fields, warnings = mutation(p, requested(p, "team-a", MODELS, lookup), CFG)
+    assert warnings == []
+    for c in fields["containers"]:
+        names = [e["name"] for e in c["env"]]
+        assert "MODELPLANE_CONFIG_DIR" in names and "OPENAI_BASE_URL" in names
+        assert c["volumeMounts"] == [{"name": "modelplane-config", "mountPath": "/etc/modelplane", "readOnly": True}]
+    assert fields["containers"][0]["env"][0] == {"name": "KEEP", "value": "1"}
+    assert [v["name"] for v in fields["volumes"]] == ["data", "modelplane-config"]
+    once = apply(p, fields)
+    again, _ = mutation(once, requested(once, "team-a", MODELS, lookup), CFG)
+    assert apply(once, again) == once
+
+
+def test_refused_model_is_not_injected_and_explained():
+    p = pod({"modelplane.dev/models": "platform/private"})
+    fields, warnings = mutation(p, requested(p, "team-a", MODELS, lookup), CFG)
+    assert warnings == ["modelplane: model platform/private: NotAllowed (not injected)"]
+    assert "OPENAI_BASE_URL" not in [e["name"] for e in fields["containers"][0]["env"]]
+    assert fields["annotations"]["modelplane.dev/injection-error"] == "model platform/private: NotAllowed"
+
+
+def test_webhook_configuration_is_safe_by_default():
+    cfg = webhook_configuration({"url": "https://127.0.0.1:9443/inject"}, excluded_namespaces=("kube-system", "mp"))
+    for hook in cfg["webhooks"]:
+        assert hook["failurePolicy"] == "Ignore" and hook["timeoutSeconds"] <= 5
+        assert hook["rules"][0]["operations"] == ["CREATE"] and hook["rules"][0]["resources"] == ["pods"]
+        exclude = hook["namespaceSelector"]["matchExpressions"][0]
+        assert exclude == {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "mp"]}
+    assert cfg["webhooks"][0]["objectSelector"] == {"matchLabels": {"modelplane.dev/inject": "true"}}
