@@ -144,3 +144,39 @@ def test_engine_args_schema_is_fresh_from_vllm():
     assert out.returncode == 0, out.stderr[-3000:]
     committed = (REPO / "operator" / "modelplane_operator" / "vllm_options.json").read_text()
     assert out.stdout == committed, "stale: run `make vllm-options`"
+
+
+def test_agent_resource_configuration_drives_a_real_call(secured, tmp_path, monkeypatch):
+    """What the operator renders for an Agent (its ConfigMap files and env) is all an AutoGen workload needs."""
+    from autogen_core.models import UserMessage
+
+    from modelplane_agents import model_client
+    from modelplane_operator.agent import render_agent_children, resolve
+    from modelplane_operator.config import Config
+
+    model, base = secured
+    model = {**model, "status": {"phase": "Ready"}}
+    agent = {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
+             "metadata": {"name": "bot", "namespace": model["metadata"]["namespace"], "uid": "a"},
+             "spec": {"image": "agent:1", "models": [{"name": model["metadata"]["name"]}]}}
+    resolved = resolve(agent["metadata"]["namespace"], agent["spec"]["models"], lambda key: model)
+    configmap, deployment = render_agent_children(agent, resolved, Config())
+    folder = tmp_path / "etc-modelplane"
+    folder.mkdir()
+    for name, text in configmap["data"].items():  # the kubelet's ConfigMap volume
+        (folder / name).write_text(text)
+    for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:  # the kubelet's env
+        value = var.get("value")
+        if "valueFrom" in var:
+            assert var["valueFrom"]["secretKeyRef"]["name"] == "tiny-key"
+            value = KEY
+        monkeypatch.setenv(var["name"], folder.as_posix() if var["name"] == "MODELPLANE_CONFIG_DIR" else value)
+
+    client = model_client(base_url=base + "/v1", max_tokens=8)  # the default model, as an agent would ask
+
+    async def call():
+        result = await client.create([UserMessage(content="Hello", source="user")])
+        await client.close()
+        return result
+
+    assert asyncio.run(call()).usage.completion_tokens > 0
