@@ -19,7 +19,7 @@ help:
 	@echo "make crds          regenerate crds/ from operator/modelplane_operator/crd.py"
 	@echo "make vllm-options  regenerate spec.engineArgs from the pinned vLLM's parser (then the CRDs)"
 
-$(VENV)/.installed: requirements/dev.txt operator/pyproject.toml agents/pyproject.toml
+$(VENV)/.installed: requirements/dev.txt operator/requirements.txt operator/pyproject.toml agents/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -r requirements/dev.txt -e operator -e agents
@@ -56,6 +56,7 @@ cluster-down: venv
 
 crds: venv
 	$(PY) -m modelplane_operator.crd crds
+	rm -f charts/modelplane/files/crds/*.yaml && cp crds/*.yaml charts/modelplane/files/crds/
 
 run: venv
 	$(PY) -m modelplane_operator --verbose

@@ -54,15 +54,37 @@ def serving_pair(folder: Path, cn: str, sans: list[str]) -> bytes:
     """A CA and a serving certificate for `sans` in `folder` (ca.crt, tls.crt, tls.key), made once and reused while
     they cover the same names; returns the CA bundle (PEM) for a webhook configuration's caBundle."""
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = folder / "sans"
-    if not (stamp.exists() and stamp.read_text() == ",".join(sans) and (folder / "tls.key").exists()):
-        ca_key = new_key()
-        ca = issue(f"{cn}-ca", ca_key, ca=True)
-        key = new_key()
-        cert = issue(cn, key, (ca, ca_key), sans=sans, server=True)
-        (folder / "ca.crt").write_bytes(cert_pem(ca))
-        (folder / "tls.crt").write_bytes(cert_pem(cert))
-        (folder / "tls.key").write_bytes(key_pem(key))
-        (folder / "tls.key").chmod(0o600)
-        stamp.write_text(",".join(sans))
+    current = (folder / "tls.crt").read_bytes() if (folder / "tls.crt").exists() else None
+    if needs_renewal(current, sans):
+        write_bundle(folder, new_serving_bundle(cn, sans))
     return (folder / "ca.crt").read_bytes()
+
+
+def write_bundle(folder: Path, bundle: dict[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in bundle.items():
+        (folder / name).write_bytes(data)
+    (folder / "tls.key").chmod(0o600)
+
+
+def needs_renewal(cert_pem_bytes: bytes | None, sans: list[str], min_days: int = 30) -> bool:
+    """True when there is no certificate, it does not cover `sans`, or it expires within `min_days`."""
+    if not cert_pem_bytes:
+        return True
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem_bytes)
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return True
+    covered = {str(n.value) for n in names}
+    left = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
+    return not set(sans) <= covered or left < datetime.timedelta(days=min_days)
+
+
+def new_serving_bundle(cn: str, sans: list[str]) -> dict[str, bytes]:
+    """ca.crt, tls.crt, tls.key for a fresh CA and serving certificate."""
+    ca_key = new_key()
+    ca = issue(f"{cn}-ca", ca_key, ca=True)
+    key = new_key()
+    return {"ca.crt": cert_pem(ca), "tls.crt": cert_pem(issue(cn, key, (ca, ca_key), sans=sans, server=True)),
+            "tls.key": key_pem(key)}

@@ -44,6 +44,13 @@ class Config:
     webhook_configure: str = ""
     webhook_failure_policy: str = "Ignore"
     webhook_excluded_namespaces: str = "kube-system"  # comma-separated, plus the operator's own namespace
+    # In a cluster: the Secret (in `namespace`) that keeps the serving certificate, made and renewed by the operator,
+    # and the MutatingWebhookConfiguration whose caBundle it keeps current. With webhook_cert_source=files the
+    # certificate files are provided (cert-manager) and used as they are.
+    webhook_cert_secret: str = ""
+    webhook_configuration: str = ""
+    webhook_cert_source: str = "operator"
+    namespace: str = ""  # the operator's own namespace (MODELPLANE_NAMESPACE, from the downward API)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":

@@ -38,22 +38,34 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.batching.worker_limit = 64
     if CONFIG.webhook_port:
         serve_webhook(settings)
+    if settings.peering.name and not settings.peering.standalone:
+        # kopf needs its peering object to exist; a chart cannot ship it beside its CRD, so the operator makes it.
+        kube.ensure_cluster_peering(settings.peering.name)
 
 
 def serve_webhook(settings: kopf.OperatorSettings) -> None:
     folder = Path(CONFIG.webhook_cert_dir)
-    ca = certs.serving_pair(folder, "modelplane-webhook", [CONFIG.webhook_host])
+    sans = [CONFIG.webhook_host]
+    if CONFIG.webhook_cert_secret:
+        ca = kube.ensure_serving_secret(CONFIG.namespace, CONFIG.webhook_cert_secret, sans, folder)
+    elif CONFIG.webhook_cert_source == "files":
+        ca = (folder / "ca.crt").read_bytes()
+    else:
+        ca = certs.serving_pair(folder, "modelplane-webhook", sans)
     port = int(CONFIG.webhook_port)
     settings.admission.server = kopf.WebhookServer(
         addr=CONFIG.webhook_listen, port=port, host=CONFIG.webhook_host, certfile=folder / "tls.crt",
         pkeyfile=folder / "tls.key", cadata=ca)
+    ca_bundle = base64.b64encode(ca).decode()
     if CONFIG.webhook_configure:
         url = f"https://{CONFIG.webhook_host}:{port}{inject.WEBHOOK_PATH}"
-        excluded = tuple(n for n in CONFIG.webhook_excluded_namespaces.split(",") if n)
-        kube.apply(inject.webhook_configuration({"url": url, "caBundle": base64.b64encode(ca).decode()},
+        excluded = tuple(n for n in [*CONFIG.webhook_excluded_namespaces.split(","), CONFIG.namespace] if n)
+        kube.apply(inject.webhook_configuration({"url": url, "caBundle": ca_bundle},
                                                 failure_policy=CONFIG.webhook_failure_policy,
                                                 excluded_namespaces=excluded))
         log.info("webhook configuration points at %s", url)
+    elif CONFIG.webhook_configuration and CONFIG.webhook_cert_source != "files":
+        kube.set_ca_bundle(CONFIG.webhook_configuration, ca_bundle)
 
 
 def now() -> str:

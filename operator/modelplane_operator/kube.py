@@ -3,14 +3,17 @@ patches of Model status. Plain dicts in and out (no model classes), one pooled c
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import threading
+from pathlib import Path
 from urllib.parse import quote
 
 import kubernetes
 from kubernetes.client import ApiClient, ApiException
 
+from . import certs
 from .config import FIELD_MANAGER, GROUP, VERSION
 
 _lock = threading.Lock()
@@ -73,3 +76,52 @@ def patch_status(owner: dict, status: dict) -> dict:
     path = object_path(owner.get("apiVersion", f"{GROUP}/{VERSION}"), owner.get("kind", "Model"), meta["namespace"],
                        meta["name"]) + "/status"
     return request("PATCH", path, {"status": status}, content_type="application/merge-patch+json")
+
+
+def ensure_serving_secret(namespace: str, name: str, sans: list[str], folder: Path) -> bytes:
+    """Keep the webhook's serving certificate in a Secret (made, or renewed when due), write it to `folder` for the
+    server, and return the CA bundle. Several replicas may race here: a conflict means another one just wrote it."""
+    path = f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}"
+    try:
+        secret = request("GET", path)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        secret = None
+    data = {k: base64.b64decode(v) for k, v in ((secret or {}).get("data") or {}).items()}
+    if certs.needs_renewal(data.get("tls.crt"), sans) or not data.get("tls.key"):
+        data = certs.new_serving_bundle("modelplane-webhook", sans)
+        body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                "metadata": {"name": name, "namespace": namespace,
+                             "labels": {"app.kubernetes.io/part-of": "modelplane"}},
+                "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
+        if secret is None:
+            request("POST", f"/api/v1/namespaces/{quote(namespace)}/secrets", body)
+        else:
+            body["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
+            request("PUT", path, body)
+    certs.write_bundle(folder, data)
+    return data["ca.crt"]
+
+
+def set_ca_bundle(configuration: str, ca_bundle: str) -> None:
+    """Point every webhook of our MutatingWebhookConfiguration at the CA of the current certificate."""
+    path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{quote(configuration)}"
+    current = request("GET", path)
+    patch = {"webhooks": [{"name": w["name"], "clientConfig": {"caBundle": ca_bundle}} for w in current["webhooks"]]}
+    request("PATCH", path, patch, content_type="application/strategic-merge-patch+json")
+
+
+def ensure_cluster_peering(name: str) -> None:
+    path = f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}"
+    try:
+        request("GET", path)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        try:
+            request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings",
+                    {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}})
+        except ApiException as again:
+            if again.status != 409:  # another replica made it first
+                raise
