@@ -89,7 +89,8 @@ def test_lint_template_and_server_side_dry_run(kube):
     assert "0 chart(s) failed" in helm(kube, "lint", str(CHART), "--kube-version", KUBE_VERSION).stdout
     kube.run("create", "namespace", NS, "--dry-run=client", "-o", "yaml")
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
-    for sets in [(), ("replicas=2", "watchNamespaces={team-a,team-b}", "webhook.failurePolicy=Fail",
+    for sets in [(), ("replicas=2", "webhook.failurePolicy=Fail", "webhook.excludedNamespaces={kube-system,infra}"),
+                 ("watchNamespaces={team-a,team-b}",
                       "podDisruptionBudget.enabled=true", "webhook.url=https://127.0.0.1:9443",
                       "crds.keep=false", "nodeSelector.pool=system"), ("webhook.enabled=false",)]:
         docs = template(kube, *sets)
@@ -108,7 +109,7 @@ def test_lint_template_and_server_side_dry_run(kube):
 
 def test_values_schema_rejects_wrong_values(kube):
     for bad, field in [("replicas=two", "replicas"), ("webhook.failurePolicy=Sometimes", "failurePolicy"),
-                       ("image.pullPolicy=Sometimes", "pullPolicy")]:
+                       ("image.pullPolicy=Sometimes", "pullPolicy"), ("replicas=2,watchNamespaces={a}", "peering")]:
         proc = helm(kube, "template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION, "--set", bad, check=False)
         assert proc.returncode != 0 and field in proc.stderr, (bad, proc.stderr)
 
