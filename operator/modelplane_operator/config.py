@@ -51,6 +51,7 @@ class Config:
     webhook_configuration: str = ""
     webhook_cert_source: str = "operator"
     namespace: str = ""  # the operator's own namespace (MODELPLANE_NAMESPACE, from the downward API)
+    metrics_port: str = ""  # Prometheus metrics of the operator itself, when set
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":

@@ -14,7 +14,7 @@ from pathlib import Path
 import kopf
 from kubernetes.client import ApiException
 
-from . import certs, kube, sync
+from . import certs, kube, metrics, sync
 from . import inject
 from .agent import AGENT_LABEL, NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
 from .config import FIELD_MANAGER, GROUP, VERSION, Config
@@ -36,6 +36,8 @@ def configure(settings: kopf.OperatorSettings, **_):
     # Events in `kubectl describe` are the ones we post on purpose, plus warnings and errors.
     settings.posting.level = logging.WARNING
     settings.batching.worker_limit = 64
+    if CONFIG.metrics_port:
+        metrics.serve(int(CONFIG.metrics_port))
     if CONFIG.webhook_port:
         serve_webhook(settings)
     if settings.peering.name and not settings.peering.standalone:
@@ -119,7 +121,7 @@ def pod_index(namespace, labels, body, **_):
 
 def reconcile_model(model: dict, deployment_index, service_index, pod_index, cause: str = "event") -> None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
-    with sync.lock(("Model", ns, name)):
+    with sync.reconciling(("Model", ns, name)):
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
                     "Service": sync.first(service_index, (ns, name))}
         observed, conflict = sync.sync_children(model, render_children(model, CONFIG), observed, cause)
@@ -173,7 +175,7 @@ def model_child_changed(namespace, labels, model_index, deployment_index, servic
 
 def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index, cause: str = "event") -> None:
     ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
-    with sync.lock(("Agent", ns, name)):
+    with sync.reconciling(("Agent", ns, name)):
         resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
                            lambda key: sync.first(model_index, key))
         desired = render_agent_children(agent, resolved, CONFIG)

@@ -3,14 +3,27 @@ object someone else made, write status only when it changes, and one reconcile a
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import kopf
 from kubernetes.client import ApiException
 
-from . import kube
+from . import kube, metrics
 
 _locks: dict[tuple, threading.Lock] = {}
+
+
+@contextlib.contextmanager
+def reconciling(key: tuple):
+    """One reconcile at a time per owner, counted and timed."""
+    with lock(key), metrics.RECONCILE_SECONDS.labels(key[0]).time():
+        try:
+            yield
+        except Exception:
+            metrics.RECONCILES.labels(key[0], "error").inc()
+            raise
+        metrics.RECONCILES.labels(key[0], "ok").inc()
 
 
 def lock(key: tuple) -> threading.Lock:
@@ -22,6 +35,7 @@ def lock(key: tuple) -> threading.Lock:
 def forget(key: tuple, uid: str) -> None:
     _locks.pop(key, None)
     _written.pop(uid, None)
+    metrics.model_phase(uid, None)
 
 
 def first(index, key):
@@ -84,6 +98,7 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
         if actual is None or differs(child, actual):
             verb = "Created" if actual is None else ("Updated" if cause in ("update", "model") else "DriftReverted")
             observed[kind] = kube.apply(child)
+            metrics.APPLIES.labels(kind, verb).inc()
             post(owner, "Normal", verb, f"{verb} {kind} {name}")
     return observed, conflict
 
@@ -101,3 +116,7 @@ def status_to_write(owner: dict, new: dict, changed) -> dict | None:
 
 def written(owner: dict, new: dict) -> None:
     _written[owner["metadata"]["uid"]] = owner["status"] = new
+    kind = owner.get("kind", "Model")
+    metrics.STATUS_WRITES.labels(kind).inc()
+    if kind == "Model":
+        metrics.model_phase(owner["metadata"]["uid"], new.get("phase"))

@@ -81,8 +81,9 @@ class Operator:
 
     def __init__(self, kube: Kube, workdir: Path):
         self.kube, self.log_path, self.proc = kube, workdir / "operator.log", None
-        self.webhook_port = free_port()
-        self.env = {**kube.env, "MODELPLANE_WEBHOOK_CERT_DIR": str(workdir / "webhook-certs")}
+        self.webhook_port, self.metrics_port = free_port(), free_port()
+        self.env = {**kube.env, "MODELPLANE_WEBHOOK_CERT_DIR": str(workdir / "webhook-certs"),
+                    "MODELPLANE_METRICS_PORT": str(self.metrics_port)}
 
     def start(self):
         log = open(self.log_path, "ab")

@@ -179,3 +179,16 @@ def test_invalid_name_rejected(kube, namespace):
 def test_explain_reads_well(kube):
     out = kube.run("explain", "model.spec.gpus").stdout
     assert "GPUs per replica" in out and "nvidia.com/gpu" in out
+
+
+def test_operator_metrics(kube, operator, namespace):
+    import urllib.request
+
+    kube.apply(model("metered", namespace))
+    wait_phase(kube, "metered", namespace, "Ready")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).read().decode()
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("modelplane_")}
+    assert values['modelplane_reconciles_total{kind="Model",result="ok"}'] >= 1
+    assert values['modelplane_applies_total{kind="Deployment",reason="Created"}'] >= 1
+    assert values['modelplane_models{phase="Ready"}'] >= 1
