@@ -8,7 +8,7 @@ VLLM_VENV := .venv-vllm
 CLUSTER_DIR ?= .cluster
 export MODELPLANE_CLUSTER_DIR := $(abspath $(CLUSTER_DIR))
 
-.PHONY: help venv vllm-env vllm-options binaries cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
+.PHONY: help venv vllm-env vllm-options test-faults test-e2e binaries cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
 
 help:
 	@echo "make demo          local control plane + operator + an example Model reaching Ready"
@@ -72,9 +72,13 @@ test-unit: venv
 test-integration: venv binaries
 	$(PY) -m pytest tests/integration
 
+test-faults: venv binaries
+	$(PY) -m pytest tests/faults
+
 test-e2e: venv vllm-env
 	$(PY) -m pytest tests/e2e
 
+# Unit, integration, fault (tests/faults: prints what was tried and lost) and end-to-end tests.
 test: venv vllm-env binaries
 	$(PY) -m pytest tests
 

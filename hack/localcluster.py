@@ -41,6 +41,8 @@ NODES = [
     {"name": "kwok-gpu-1", "gpus": 8, "cpu": "96", "memory": "1Ti"},
     {"name": "kwok-cpu-0", "gpus": 0, "cpu": "16", "memory": "64Gi"},
 ]
+# For scale and fault tests: room for a thousand small pods.
+BIG_NODE = {"name": "kwok-cpu-big", "gpus": 0, "cpu": "2000", "memory": "16Ti", "pods": "2000"}
 
 
 def log(msg: str) -> None:
@@ -106,8 +108,9 @@ def write_kubeconfig(path: Path, pki: Path, port: int) -> None:
 class Cluster:
     """One local cluster living in `root`: its PKI, data, logs, kubeconfig and the pids of its processes."""
 
-    def __init__(self, root: Path = DEFAULT_DIR):
+    def __init__(self, root: Path = DEFAULT_DIR, nodes: list[dict] | None = None):
         self.root = Path(root).resolve()
+        self.nodes = nodes or NODES
         self.pki = self.root / "pki"
         self.logs = self.root / "logs"
         self.kubeconfig = self.root / "kubeconfig"
@@ -183,6 +186,7 @@ class Cluster:
                      *[f"--config={f}" for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))]],
         }
         deadline = time.monotonic() + timeout
+        state["commands"] = commands
         for name, cmd in commands.items():
             log(f"starting {name}")
             state["pids"][name] = self._spawn(name, cmd)
@@ -210,6 +214,13 @@ class Cluster:
         pid = st["pids"].get(name)
         if pid and _alive(pid):
             _kill(pid)
+
+    def start(self, name: str, timeout: float = 60) -> None:
+        st = self.state()
+        st["pids"][name] = self._spawn(name, st["commands"][name])
+        self._save(st)
+        if name == "kube-apiserver":
+            self._wait(self._healthy, time.monotonic() + timeout, name)
 
     def down(self, quiet: bool = False) -> None:
         st = self.state()
@@ -262,11 +273,11 @@ class Cluster:
         items = self.request("GET", "/api/v1/nodes")["items"]
         ready = {n["metadata"]["name"] for n in items
                  if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
-        return all(n["name"] in ready for n in NODES)
+        return all(n["name"] in ready for n in self.nodes)
 
     # nodes ---------------------------------------------------------------------------------------------------
     def apply_nodes(self) -> None:
-        for spec in NODES:
+        for spec in self.nodes:
             node = node_manifest(**spec)
             self.request("PATCH", f"/api/v1/nodes/{spec['name']}?fieldManager=localcluster&force=true", node,
                          content_type="application/apply-patch+yaml")
@@ -276,11 +287,11 @@ class Cluster:
                          status, content_type="application/apply-patch+yaml")
 
 
-def node_manifest(name: str, gpus: int, cpu: str, memory: str) -> dict:
+def node_manifest(name: str, gpus: int, cpu: str, memory: str, pods: str = "110") -> dict:
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
               "type": "kwok"}
     taints = []
-    capacity = {"cpu": cpu, "memory": memory, "pods": "110", "ephemeral-storage": "1Ti"}
+    capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "1Ti"}
     if gpus:
         labels.update({"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": GPU_PRODUCT,
                        "nvidia.com/gpu.count": str(gpus)})

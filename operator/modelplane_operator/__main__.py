@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 
 import kopf
 
@@ -14,6 +15,9 @@ def main(argv=None) -> None:
                     help="watch only this namespace (repeatable); default: all namespaces")
     ap.add_argument("--peering", default=os.environ.get("MODELPLANE_PEERING", ""),
                     help="kopf peering name, so that only one of several replicas acts; default: standalone")
+    ap.add_argument("--priority", type=int, default=int(os.environ.get("MODELPLANE_PEERING_PRIORITY", "0")) or
+                    random.randint(1, 1_000_000),
+                    help="peering priority; the highest live replica acts (default: random, so that replicas differ)")
     ap.add_argument("--liveness", default=os.environ.get("MODELPLANE_LIVENESS", ""),
                     help="serve a liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     ap.add_argument("--webhook-port", help="serve the injection webhook on this port (MODELPLANE_WEBHOOK_PORT)")
@@ -35,6 +39,7 @@ def main(argv=None) -> None:
         namespaces=args.namespace,
         standalone=not args.peering,
         peering_name=args.peering or None,
+        priority=args.priority,
         liveness_endpoint=args.liveness or None,
     )
 

@@ -35,7 +35,10 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Events in `kubectl describe` are the ones we post on purpose, plus warnings and errors.
     settings.posting.level = logging.WARNING
-    settings.batching.worker_limit = 64
+    # No settings.batching.worker_limit: kopf's per-object workers wait for every index to be filled, and filling
+    # them takes workers too; with a limit, a burst of new objects took every slot and nothing ever ran.
+    # A replica that dies without saying goodbye is forgotten after this long, and a standby takes over.
+    settings.peering.lifetime = 20
     if CONFIG.metrics_port:
         metrics.serve(int(CONFIG.metrics_port))
     if CONFIG.webhook_port:

@@ -8,7 +8,7 @@ from .render import GENERATION_ANNOTATION, endpoint, selector, served_model_name
 
 # Container waiting reasons that will not fix themselves without a change to the Model or the cluster.
 FAILING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
-                   "CreateContainerConfigError", "CreateContainerError"}
+                   "CreateContainerConfigError", "CreateContainerError", "Error", "OOMKilled", "ContainerCannotRun"}
 
 
 def pod_summary(pod: dict) -> dict:
@@ -18,6 +18,10 @@ def pod_summary(pod: dict) -> dict:
     scheduled = conditions.get("PodScheduled") or {}
     waiting = [(s["state"]["waiting"].get("reason", ""), s["state"]["waiting"].get("message", ""))
                for s in status.get("containerStatuses") or [] if (s.get("state") or {}).get("waiting")]
+    # A container that exited with an error and has not been restarted yet fails the same way.
+    waiting += [(t.get("reason") or "Error", t.get("message") or f"exit code {t.get('exitCode')}")
+                for s in status.get("containerStatuses") or []
+                for t in [(s.get("state") or {}).get("terminated")] if t and t.get("exitCode", 0) != 0]
     terminated = [(s["lastState"]["terminated"].get("reason", ""), s["lastState"]["terminated"].get("exitCode"))
                   for s in status.get("containerStatuses") or [] if (s.get("lastState") or {}).get("terminated")]
     return {

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Kube
+from harness import Kube
 from localcluster import Cluster, free_port
 
 pytestmark = pytest.mark.integration

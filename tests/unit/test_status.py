@@ -94,3 +94,12 @@ def test_observed_generation_is_the_one_the_deployment_was_rendered_from():
     dep = deployment(ready=1)
     dep["metadata"]["annotations"] = {"modelplane.dev/model-generation": "2"}
     assert compute_status(model(), dep, [pod(ready=True)], CFG, NOW)["observedGeneration"] == 2
+
+
+def test_container_that_exited_with_an_error_fails_the_model():
+    summary = pod_summary({"metadata": {"name": "m-abc"}, "status": {
+        "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 1, "reason": "Error",
+                                                        "message": "CUDA out of memory"}}}]}})
+    s = compute_status(model(), deployment(), [summary], CFG, NOW)
+    assert s["phase"] == "Failed" and "CUDA out of memory" in conds(s)["Ready"]["message"]

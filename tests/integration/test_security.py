@@ -1,0 +1,53 @@
+"""Nothing secret leaks, and bad requests to the webhook are answered, not crashed on."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CANARY = "sk-modelplane-canary-7f1d2e9a"
+
+
+def test_no_secret_value_appears_anywhere(kube, operator, namespace):
+    kube.run("create", "secret", "generic", "canary-key", "-n", namespace, f"--from-literal=api-key={CANARY}")
+    kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": "keyed", "namespace": namespace},
+                "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0, "apiKeySecretRef": {"name": "canary-key"}}})
+    kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "bot", "namespace": namespace},
+                "spec": {"image": "agent:1", "models": [{"name": "keyed"}]}})
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "injected", "namespace": namespace,
+                                                                "labels": {"modelplane.dev/inject": "true"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
+    kube.wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
+                              ((kube.get("agent", "bot", namespace) or {}).get("status") or {}).get("conditions", [])),
+                  what="agent ready")
+    scanned = 0
+    for kind in ("configmaps", "models", "agents", "deployments", "services", "pods", "events"):
+        text = kube.run("get", kind, "-n", namespace, "-o", "json").stdout
+        assert CANARY not in text, f"the key leaked into {kind}"
+        scanned += len(json.loads(text)["items"])
+    assert CANARY not in operator.log()
+    assert scanned > 8
+    env = kube.get("pod", "injected", namespace)["spec"]["containers"][0]["env"]
+    assert {e["name"]: e for e in env}["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "canary-key"
+
+
+@pytest.mark.parametrize("body", [b"not json", b"{}", json.dumps({"apiVersion": "admission.k8s.io/v1",
+                                                                 "kind": "AdmissionReview", "request": {}}).encode()])
+def test_malformed_admission_requests_get_an_answer(operator, body):
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    req = urllib.request.Request(f"https://127.0.0.1:{operator.webhook_port}/inject", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            status = resp.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    assert status in (200, 400, 422, 500)
+    assert operator.proc.poll() is None, "the operator must survive a malformed request"
