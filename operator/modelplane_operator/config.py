@@ -52,6 +52,8 @@ class Config:
     webhook_cert_source: str = "operator"
     namespace: str = ""  # the operator's own namespace (MODELPLANE_NAMESPACE, from the downward API)
     metrics_port: str = ""  # Prometheus metrics of the operator itself, when set
+    # When set, each Model gets a NetworkPolicy: only agent and injected pods of the namespaces it serves reach it.
+    network_policies: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":

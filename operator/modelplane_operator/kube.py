@@ -23,6 +23,7 @@ _KINDS = {
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
     ("v1", "Service"): ("/api/v1", "services"),
     ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     (f"{GROUP}/{VERSION}", "Model"): (f"/apis/{GROUP}/{VERSION}", "models"),
     (f"{GROUP}/{VERSION}", "Agent"): (f"/apis/{GROUP}/{VERSION}", "agents"),
     ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"):

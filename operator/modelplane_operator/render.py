@@ -184,5 +184,30 @@ def render_service(model: dict, config: Config) -> dict:
     }
 
 
+def render_network_policy(model: dict, config: Config) -> dict:
+    """Ingress to the server port only from modelplane Agents and injected pods of the namespaces the Model serves
+    (its own and spec.allowedNamespaces), plus any pod of such a namespace that opted in as a whole."""
+    meta = model["metadata"]
+    allowed = list((model.get("spec") or {}).get("allowedNamespaces") or [])
+    namespaces = ({} if "*" in allowed else
+                  {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                         "values": sorted({meta["namespace"], *allowed})}]})
+    inject = f"{GROUP}/inject"
+    peers = [
+        {"namespaceSelector": namespaces, "podSelector": {"matchLabels": {inject: "true"}}},
+        {"namespaceSelector": namespaces,
+         "podSelector": {"matchExpressions": [{"key": f"{GROUP}/agent", "operator": "Exists"}]}},
+        {"namespaceSelector": {"matchExpressions": [*namespaces.get("matchExpressions", []),
+                                                    {"key": inject, "operator": "In", "values": ["enabled"]}]},
+         "podSelector": {"matchExpressions": [{"key": inject, "operator": "NotIn", "values": ["false"]}]}},
+    ]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _metadata(model),
+            "spec": {"podSelector": {"matchLabels": selector(meta["name"])}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": peers, "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}]}}
+
+
 def render_children(model: dict, config: Config) -> list[dict]:
-    return [render_deployment(model, config), render_service(model, config)]
+    children = [render_deployment(model, config), render_service(model, config)]
+    if config.network_policies:
+        children.append(render_network_policy(model, config))
+    return children

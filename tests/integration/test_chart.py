@@ -41,6 +41,7 @@ REVIEWED_RULES = {
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get,patch"),
     ("", "secrets", "get,update"),
     ("", "secrets", "create"),
+    ("networking.k8s.io", "networkpolicies", "create,get,patch"),
 }
 
 
@@ -90,7 +91,7 @@ def test_lint_template_and_server_side_dry_run(kube):
     kube.run("create", "namespace", NS, "--dry-run=client", "-o", "yaml")
     kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})
     for sets in [(), ("replicas=2", "webhook.failurePolicy=Fail", "webhook.excludedNamespaces={kube-system,infra}"),
-                 ("watchNamespaces={team-a,team-b}",
+                 ("watchNamespaces={team-a,team-b}", "modelDefaults.networkPolicies=true",
                       "podDisruptionBudget.enabled=true", "webhook.url=https://127.0.0.1:9443",
                       "crds.keep=false", "nodeSelector.pool=system"), ("webhook.enabled=false",)]:
         docs = template(kube, *sets)

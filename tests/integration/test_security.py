@@ -20,12 +20,12 @@ def test_no_secret_value_appears_anywhere(kube, operator, namespace):
                 "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0, "apiKeySecretRef": {"name": "canary-key"}}})
     kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "bot", "namespace": namespace},
                 "spec": {"image": "agent:1", "models": [{"name": "keyed"}]}})
-    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "injected", "namespace": namespace,
-                                                                "labels": {"modelplane.dev/inject": "true"}},
-                "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     kube.wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
                               ((kube.get("agent", "bot", namespace) or {}).get("status") or {}).get("conditions", [])),
                   what="agent ready")
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "injected", "namespace": namespace,
+                                                                "labels": {"modelplane.dev/inject": "true"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     scanned = 0
     for kind in ("configmaps", "models", "agents", "deployments", "services", "pods", "events"):
         text = kube.run("get", kind, "-n", namespace, "-o", "json").stdout
@@ -51,3 +51,15 @@ def test_malformed_admission_requests_get_an_answer(operator, body):
         status = e.code
     assert status in (200, 400, 422, 500)
     assert operator.proc.poll() is None, "the operator must survive a malformed request"
+
+
+def test_network_policy_is_accepted_by_the_api_server(kube, namespace):
+    from modelplane_operator.config import Config
+    from modelplane_operator.render import render_network_policy
+
+    for allowed in ([], ["team-b"], ["*"]):
+        policy = render_network_policy({"metadata": {"name": "m", "namespace": namespace, "uid": "u"},
+                                        "spec": {"source": "hf://a/b", "allowedNamespaces": allowed}},
+                                       Config(network_policies="true"))
+        policy["metadata"].pop("ownerReferences")
+        kube.run("apply", "--dry-run=server", "-f", "-", input=json.dumps(policy))

@@ -201,3 +201,18 @@ def test_rollout_never_removes_serving_replica_first():
 def test_config_from_env():
     cfg = Config.from_env({"MODELPLANE_GPU_RESOURCE": "amd.com/gpu", "MODELPLANE_VLLM_IMAGE": "x:1"})
     assert cfg.gpu_resource == "amd.com/gpu" and cfg.vllm_image == "x:1" and cfg.cluster_domain == "cluster.local"
+
+
+def test_network_policy_only_when_enabled_and_scoped_to_served_namespaces():
+    from modelplane_operator.render import render_children, render_network_policy
+
+    assert [c["kind"] for c in render_children(model(), CFG)] == ["Deployment", "Service"]
+    on = Config(network_policies="true")
+    assert render_children(model(), on)[-1]["kind"] == "NetworkPolicy"
+    np = render_network_policy(model({"allowedNamespaces": ["team-b"]}), on)
+    assert np["spec"]["podSelector"] == {"matchLabels": {"modelplane.dev/model": "qwen-7b"}}
+    rule = np["spec"]["ingress"][0]
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    assert rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
+    everyone = render_network_policy(model({"allowedNamespaces": ["*"]}), on)
+    assert everyone["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {}
