@@ -225,6 +225,30 @@ def model_status_schema() -> dict:
     })
 
 
+def crd_document(kind: str, short_name: str, schema: dict, columns: list[dict]) -> dict:
+    """A namespaced CRD of ours: status and scale subresources (spec.replicas / status.selector), printer columns."""
+    plural = kind.lower() + "s"
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "names": {"kind": kind, "listKind": f"{kind}List", "plural": plural, "singular": kind.lower(),
+                      "shortNames": [short_name], "categories": ["all", "modelplane"]},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": schema},
+                "subresources": {"status": {}, "scale": {
+                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+                    "labelSelectorPath": ".status.selector"}},
+                "additionalPrinterColumns": columns,
+            }],
+        },
+    }
+
+
 def model_crd() -> dict:
     schema = obj(
         "A Model is an open model served by vLLM behind an OpenAI-compatible endpoint.",
@@ -240,22 +264,7 @@ def model_crd() -> dict:
                 "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at "
                 "most 63 characters): the Model's Service takes the same name")],
     )
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"models.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {"kind": "Model", "listKind": "ModelList", "plural": "models", "singular": "model",
-                      "shortNames": ["mdl"], "categories": ["all", "modelplane"]},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "schema": {"openAPIV3Schema": schema},
-                "subresources": {"status": {}, "scale": {
-                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
-                    "labelSelectorPath": ".status.selector"}},
-                "additionalPrinterColumns": [
+    return crd_document("Model", "mdl", schema, [
                     {"name": "Served", "type": "string", "jsonPath": ".status.servedModelName",
                      "description": "Name clients send as model"},
                     {"name": "GPUs", "type": "integer", "jsonPath": ".spec.gpus", "description": "GPUs per replica"},
@@ -265,10 +274,7 @@ def model_crd() -> dict:
                     {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint",
                      "description": "OpenAI-compatible base URL"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-            }],
-        },
-    }
+                ])
 
 
 def agent_spec_schema() -> dict:
@@ -329,22 +335,7 @@ def agent_crd() -> dict:
                  }, required=["spec"],
                  rules=[(f"self.metadata.name.matches('{DNS_LABEL}') && size(self.metadata.name) <= 52",
                          "metadata.name must be a DNS label of at most 52 characters (its ConfigMap adds a suffix)")])
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"agents.{GROUP}"},
-        "spec": {
-            "group": GROUP,
-            "names": {"kind": "Agent", "listKind": "AgentList", "plural": "agents", "singular": "agent",
-                      "shortNames": ["agt"], "categories": ["all", "modelplane"]},
-            "scope": "Namespaced",
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "schema": {"openAPIV3Schema": schema},
-                "subresources": {"status": {}, "scale": {
-                    "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
-                    "labelSelectorPath": ".status.selector"}},
-                "additionalPrinterColumns": [
+    return crd_document("Agent", "agt", schema, [
                     {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas",
                      "description": "Ready agent pods"},
                     {"name": "Models", "type": "string", "jsonPath": ".status.modelSummary",
@@ -353,10 +344,7 @@ def agent_crd() -> dict:
                     {"name": "Reason", "type": "string", "priority": 1,
                      "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-            }],
-        },
-    }
+                ])
 
 
 @functools.lru_cache(maxsize=1)

@@ -82,6 +82,12 @@ def snapshot(kind: str, body) -> dict:
             "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
 
 
+def latest(kind: str, index, key, body) -> dict:
+    """The owner as the handler's body has it (newest metadata and spec), with the status the index last saw."""
+    known = sync.first(index, key) or snapshot(kind, body)
+    return {**known, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
+
+
 # --- indexes: the operator's view of the cluster, kept current by watches --------------------------------------
 
 @kopf.index(GROUP, VERSION, "models")
@@ -149,8 +155,7 @@ def reconcile_model(model: dict, deployment_index, service_index, pod_index, cau
 @kopf.on.create(GROUP, VERSION, "models", backoff=5)
 @kopf.on.update(GROUP, VERSION, "models", field="spec", backoff=5)
 def model_changed(namespace, name, model_index, deployment_index, service_index, pod_index, body, reason, **_):
-    model = sync.first(model_index, (namespace, name)) or snapshot("Model", body)
-    model = {**model, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
+    model = latest("Model", model_index, (namespace, name), body)
     reconcile_model(model, deployment_index, service_index, pod_index, cause=str(reason))
 
 
@@ -200,8 +205,7 @@ def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index,
 @kopf.on.create(GROUP, VERSION, "agents", backoff=5)
 @kopf.on.update(GROUP, VERSION, "agents", field="spec", backoff=5)
 def agent_changed(namespace, name, agent_index, model_index, deployment_index, configmap_index, body, reason, **_):
-    agent = sync.first(agent_index, (namespace, name)) or snapshot("Agent", body)
-    agent = {**agent, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
+    agent = latest("Agent", agent_index, (namespace, name), body)
     reconcile_agent(agent, model_index, deployment_index, configmap_index, cause=str(reason))
 
 
