@@ -8,7 +8,7 @@ VLLM_VENV := .venv-vllm
 CLUSTER_DIR ?= .cluster
 export MODELPLANE_CLUSTER_DIR := $(abspath $(CLUSTER_DIR))
 
-.PHONY: help venv vllm-env vllm-options test-faults test-e2e binaries cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
+.PHONY: help venv vllm-env vllm-options test-faults test-e2e bench binaries cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
 
 help:
 	@echo "make demo          local control plane + operator + an example Model reaching Ready"
@@ -81,6 +81,11 @@ test-e2e: venv vllm-env
 # Unit, integration, fault (tests/faults: prints what was tried and lost) and end-to-end tests.
 test: venv vllm-env binaries
 	$(PY) -m pytest tests
+
+# Benchmarks (figures in bench/results/); BENCH_MODELS=1000 by default.
+BENCH_MODELS ?= 1000
+bench: venv binaries
+	$(PY) bench/run.py --models $(BENCH_MODELS)
 
 clean: cluster-down
 	rm -rf $(VENV) $(VLLM_VENV) $(CLUSTER_DIR)

@@ -56,15 +56,16 @@ class Kube:
 class Operator:
     """The operator as its own process, serving the injection webhook on a loopback port it configures itself."""
 
-    def __init__(self, kube: Kube, workdir: Path, *extra_args: str, name: str = "operator"):
+    def __init__(self, kube: Kube, workdir: Path, *extra_args: str, name: str = "operator", verbose: bool = True):
         self.kube, self.log_path, self.proc, self.extra_args = kube, workdir / f"{name}.log", None, extra_args
+        self.verbose = verbose
         self.webhook_port, self.metrics_port = free_port(), free_port()
         self.env = {**kube.env, "MODELPLANE_WEBHOOK_CERT_DIR": str(workdir / "webhook-certs"),
                     "MODELPLANE_METRICS_PORT": str(self.metrics_port)}
 
     def start(self):
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_operator", "--verbose",
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_operator", *(["--verbose"] * self.verbose),
                                       "--webhook-port", str(self.webhook_port), "--webhook-host", "127.0.0.1",
                                       "--webhook-configure", *self.extra_args],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -92,6 +93,12 @@ class Operator:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def metric(self, name: str) -> float:
+        """Sum of a metric of the operator's own /metrics over all its label sets."""
+        import urllib.request
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
