@@ -100,8 +100,7 @@ def main(argv=None) -> int:
     cluster = Cluster(work / "cluster", nodes=[*NODES, BIG_NODE])
     cluster.up()
     kube = Kube(cluster)
-    kube.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    kube.run("wait", "--for=condition=Established", "crd/models.modelplane.dev", "--timeout=60s")
+    kube.install_crds(str(REPO / "crds"))
     kube.run("create", "namespace", NS)
     op = Operator(kube, work, verbose=False).start()
     results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()},

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import uuid
 import signal
 import socket
 import subprocess
@@ -41,6 +43,21 @@ class Kube:
                 return None
             raise AssertionError(proc.stderr)
         return json.loads(proc.stdout)
+
+    def install_crds(self, *paths: str) -> None:
+        """Server-side apply CRD files and wait until each is Established (kubectl wait errs while a new CRD has no
+        conditions yet, so this polls)."""
+        names = []
+        for path in paths:
+            out = self.run("apply", "--server-side", "-f", path, "-o", "json").stdout
+            doc = json.loads(out)
+            names += [i["metadata"]["name"] for i in doc.get("items", [doc])]
+
+        def established():
+            crds = json.loads(self.run("get", "crd", *names, "-o", "json").stdout)["items"]
+            return all(any(c["type"] == "Established" and c["status"] == "True"
+                           for c in (crd.get("status") or {}).get("conditions") or []) for crd in crds)
+        self.wait_for(established, timeout=60, what=f"CRDs {names} established")
 
     def wait_for(self, fn, timeout: float = 60, interval: float = 0.5, what: str = "condition"):
         end = time.monotonic() + timeout
@@ -104,3 +121,13 @@ class Operator:
         return self.log_path.read_text(errors="replace")
 
 
+
+
+@contextlib.contextmanager
+def temporary_namespace(kube: Kube, prefix: str):
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    kube.run("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.run("delete", "namespace", name, "--wait=false", check=False)

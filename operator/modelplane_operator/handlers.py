@@ -169,14 +169,20 @@ def owner_deleted(uid, namespace, name, resource, **_):
 @kopf.on.event("v1", "services", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
 def model_child_changed(namespace, labels, model_index, deployment_index, service_index, pod_index, **_):
-    model = sync.first(model_index, (namespace, labels.get(MODEL_LABEL)))
-    if model is None or model["metadata"].get("deletionTimestamp"):
+    reconcile_owner_of_event(model_index, (namespace, labels.get(MODEL_LABEL)), reconcile_model, deployment_index,
+                             service_index, pod_index)
+
+
+def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
+    """Reconcile the owner at `key` after an event about something it depends on. Event handlers are not retried:
+    an API error is logged, and the next event (or the resume handler after a restart) catches up."""
+    owner = sync.first(index, key)
+    if owner is None or owner["metadata"].get("deletionTimestamp"):
         return
     try:
-        reconcile_model(dict(model), deployment_index, service_index, pod_index)
-    except ApiException as e:  # event handlers are not retried; the next event or the resume handler will do
-        log.warning("reconciling Model %s/%s after a child event failed: %s", namespace, model["metadata"]["name"],
-                    e.reason)
+        reconcile(dict(owner), *indexes, **kwargs)
+    except ApiException as e:
+        log.warning("reconciling %s %s/%s failed: %s", owner.get("kind"), *key, e.reason)
 
 
 # --- Agents -----------------------------------------------------------------------------------------------------
@@ -221,26 +227,15 @@ def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_in
             except ApiException as e:
                 log.warning("updating %s/%s for Model %s/%s failed: %s", *key, namespace, name, e.reason)
     for agent_key in set(agents_by_model.get((namespace, name), [])):
-        agent = sync.first(agent_index, agent_key)
-        if agent is None:
-            continue
-        try:
-            reconcile_agent(dict(agent), model_index, deployment_index, configmap_index, cause="model")
-        except ApiException as e:
-            log.warning("updating Agent %s/%s for Model %s/%s failed: %s", *agent_key, namespace, name, e.reason)
+        reconcile_owner_of_event(agent_index, agent_key, reconcile_agent, model_index, deployment_index,
+                                 configmap_index, cause="model")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "configmaps", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
 def agent_child_changed(namespace, labels, agent_index, model_index, deployment_index, configmap_index, **_):
-    agent = sync.first(agent_index, (namespace, labels.get(AGENT_LABEL)))
-    if agent is None or agent["metadata"].get("deletionTimestamp"):
-        return
-    try:
-        reconcile_agent(dict(agent), model_index, deployment_index, configmap_index)
-    except ApiException as e:
-        log.warning("reconciling Agent %s/%s after a child event failed: %s", namespace, agent["metadata"]["name"],
-                    e.reason)
+    reconcile_owner_of_event(agent_index, (namespace, labels.get(AGENT_LABEL)), reconcile_agent, model_index,
+                             deployment_index, configmap_index)
 
 
 # --- injection into any pod (mutating admission webhook) ---------------------------------------------------------

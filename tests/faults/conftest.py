@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import collections
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
 
-from harness import Kube, Operator
+from harness import Kube, Operator, temporary_namespace
 from localcluster import BIG_NODE, NODES, Cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,14 +41,13 @@ def kube(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("fault-cluster"), nodes=[*NODES, BIG_NODE])
     cluster.up()
     k = Kube(cluster)
-    k.run("apply", "--server-side", "-f", str(REPO / "crds"))
     # kopf's peering CRD, exactly as the chart ships it
     peering = subprocess.run([str(Path(k.kubectl_bin).parent / "helm"), "template", "mp", str(REPO / "charts" / "modelplane"),
                               "--kube-version", "1.34.4", "--show-only", "templates/peering.yaml"],
                              capture_output=True, text=True, check=True).stdout
-    k.run("apply", "--server-side", "-f", "-", input=peering)
-    k.run("wait", "--for=condition=Established", "crd/models.modelplane.dev", "crd/agents.modelplane.dev",
-          "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s")
+    peering_file = tmp_path_factory.mktemp("peering") / "peering.yaml"
+    peering_file.write_text(peering)
+    k.install_crds(str(REPO / "crds"), str(peering_file))
     yield k
     cluster.down()
 
@@ -68,7 +66,5 @@ def operator(kube, workdir):
 
 @pytest.fixture
 def namespace(kube):
-    name = f"f-{uuid.uuid4().hex[:8]}"
-    kube.run("create", "namespace", name)
-    yield name
-    kube.run("delete", "namespace", name, "--wait=false", check=False)
+    with temporary_namespace(kube, "f") as name:
+        yield name

@@ -3,12 +3,11 @@ a separate process against it, exactly as `make demo` runs it."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
-from harness import Kube, Operator
+from harness import Kube, Operator, temporary_namespace
 from localcluster import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,9 +24,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="session")
 def kube(cluster) -> Kube:
     k = Kube(cluster)
-    k.run("apply", "--server-side", "-f", str(REPO / "crds"))
-    k.run("wait", "--for=condition=Established", "crd/models.modelplane.dev", "crd/agents.modelplane.dev",
-          "--timeout=60s")
+    k.install_crds(str(REPO / "crds"))
     return k
 
 
@@ -43,7 +40,5 @@ def operator(kube, tmp_path_factory):
 
 @pytest.fixture
 def namespace(kube):
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kube.run("create", "namespace", name)
-    yield name
-    kube.run("delete", "namespace", name, "--wait=false", check=False)
+    with temporary_namespace(kube, "t") as name:
+        yield name
