@@ -108,9 +108,11 @@ def write_kubeconfig(path: Path, pki: Path, port: int) -> None:
 class Cluster:
     """One local cluster living in `root`: its PKI, data, logs, kubeconfig and the pids of its processes."""
 
-    def __init__(self, root: Path = DEFAULT_DIR, nodes: list[dict] | None = None):
+    def __init__(self, root: Path = DEFAULT_DIR, nodes: list[dict] | None = None, audit: bool = False):
         self.root = Path(root).resolve()
         self.nodes = nodes or NODES
+        # An audit log (metadata only) says who sent which request: the benchmarks count the operator's own.
+        self.audit_log = self.root / "logs" / "audit.jsonl" if audit else None
         self.pki = self.root / "pki"
         self.logs = self.root / "logs"
         self.kubeconfig = self.root / "kubeconfig"
@@ -169,7 +171,8 @@ class Cluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
-                "--allow-privileged=true", "--profiling=false", "--endpoint-reconciler-type=none"],
+                "--allow-privileged=true", "--profiling=false", "--endpoint-reconciler-type=none",
+                *self._audit_flags()],
             "kube-controller-manager": [
                 f"{bin_dir}/kube-controller-manager", *kube_common, f"--secure-port={ports['kcm']}",
                 f"--root-ca-file={p / 'ca.crt'}", f"--service-account-private-key-file={p / 'sa.key'}",
@@ -183,7 +186,9 @@ class Cluster:
                      "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                      "--cidr=10.244.0.0/16", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
                      f"--server-address=127.0.0.1:{ports['kwok']}",
-                     *[f"--config={f}" for f in sorted((bin_dir / "kwok-stages").glob("*.yaml"))]],
+                     # kwok's own stages (from its module) and modelplane's (a simulated crash loop)
+                     *[f"--config={f}" for d in (bin_dir / "kwok-stages", HACK / "kwok-stages")
+                       for f in sorted(d.glob("*.yaml"))]],
         }
         deadline = time.monotonic() + timeout
         state["commands"] = commands
@@ -201,6 +206,15 @@ class Cluster:
         log(f"cluster ready: {self.server}")
         log(f"kubeconfig: {self.kubeconfig}")
         return self
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit_log:
+            return []
+        policy = self.root / "audit-policy.yaml"
+        policy.write_text(json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                      "omitStages": ["RequestReceived", "ResponseStarted"],
+                                      "rules": [{"level": "Metadata"}]}))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
 
     def _spawn(self, name: str, cmd: list[str]) -> int:
         out = open(self.logs / f"{name}.log", "ab")

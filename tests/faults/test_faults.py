@@ -174,3 +174,26 @@ def test_configuration_catches_up_after_the_operator_was_away(kube, operator, na
     kube.wait_for(lambda: len(json.loads(kube.get("configmap", "modelplane-models", namespace)["data"]["index.json"])
                               ["models"]) == 2, timeout=60, what="mounted configuration caught up")
     tally("operator away while Models change", 1, 0)
+
+
+def test_crash_loop_is_reported_and_recovers_when_fixed(kube, operator, namespace, tally):
+    # hack/kwok-stages/pod-crashloop-image.yaml: kwok crash-loops containers of this image, as a kubelet would
+    kube.apply(model("crashing", namespace, image="crashloop.kwok.invalid/vllm:crash"))
+
+    def failed():
+        st = (kube.get("model", "crashing", namespace) or {}).get("status") or {}
+        return st if st.get("phase") == "Failed" else None
+    st = kube.wait_for(failed, timeout=60, what="phase Failed")
+    ready = st["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "False", "CrashLoopBackOff"), ready
+    assert "back-off" in ready["message"] and "crashing-" in ready["message"], ready["message"]
+    events = json.loads(kube.run("get", "events", "-n", namespace, "--field-selector",
+                                 "involvedObject.kind=Model,involvedObject.name=crashing", "-o", "json").stdout)
+    assert any(e["type"] == "Warning" and e["reason"] == "Failed" and "CrashLoopBackOff" in e["message"]
+               for e in events["items"]), [e["message"] for e in events["items"]]
+    kube.run("patch", "model", "crashing", "-n", namespace, "--type=json",
+             "-p", json.dumps([{"op": "remove", "path": "/spec/image"}]))  # the fix: back to the default image
+    wait_converged(kube, namespace, ["crashing"], timeout=90)
+    st = kube.get("model", "crashing", namespace)["status"]
+    assert st["conditions"][0]["reason"] == "Serving", st
+    tally("crash-looping vLLM container, then fixed", 1, 0)
