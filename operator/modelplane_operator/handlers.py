@@ -19,7 +19,7 @@ from . import inject
 from .agent import AGENT_LABEL, NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
 from .config import FIELD_MANAGER, GROUP, VERSION, Config
 from .render import MODEL_LABEL, render_children
-from .status import compute_status, pod_summary, status_changed
+from .status import compute_status, phase_event_due, pod_summary, status_changed
 
 CONFIG = Config.from_env()
 MANAGED = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
@@ -141,7 +141,7 @@ def reconcile_model(model: dict, deployment_index, service_index, pod_index, cau
             return
         kube.patch_status(model, new)
         sync.written(model, new)
-        if old.get("phase") != new["phase"]:
+        if phase_event_due(old.get("phase"), new["phase"]):
             ready = new["conditions"][0]
             sync.post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
                       f"{ready['reason']}: {ready['message']}")

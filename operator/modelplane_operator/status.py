@@ -135,3 +135,9 @@ def status_changed(old: dict | None, new: dict) -> bool:
                            for c in s.get("conditions") or []]
         return {k: v for k, v in s.items() if k in new}
     return strip(old) != strip(new)
+
+
+def phase_event_due(old: str | None, new: str) -> bool:
+    """Events for what a person acts on: reaching Ready, failing, and leaving Ready. The routine way up (Pending,
+    Loading) shows in status alone, which spares the API server two writes per new Model."""
+    return old != new and (new in ("Ready", "Failed") or old == "Ready")

@@ -85,6 +85,7 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
     observed = dict(observed)
     conflict = None
     owner_kind = owner.get("kind", "Model")
+    applied: dict[str, list[str]] = {}  # verb -> "Kind name": one Event per verb, not one per child
     for child in desired:
         kind, name = child["kind"], child["metadata"]["name"]
         actual = observed.get(kind)
@@ -99,7 +100,9 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
             verb = "Created" if actual is None else ("Updated" if cause in ("update", "model") else "DriftReverted")
             observed[kind] = kube.apply(child)
             metrics.APPLIES.labels(kind, verb).inc()
-            post(owner, "Normal", verb, f"{verb} {kind} {name}")
+            applied.setdefault(verb, []).append(f"{kind} {name}")
+    for verb, children in applied.items():
+        post(owner, "Normal", verb, f"{verb} {', '.join(children)}")
     return observed, conflict
 
 

@@ -1,8 +1,10 @@
 """Status computation from a Deployment and pod summaries."""
 
+import pytest
+
 from modelplane_operator.config import Config
 from modelplane_operator.sync import is_subset
-from modelplane_operator.status import compute_status, pod_summary, status_changed
+from modelplane_operator.status import compute_status, phase_event_due, pod_summary, status_changed
 
 CFG = Config()
 NOW = "2026-01-01T00:00:00Z"
@@ -103,3 +105,11 @@ def test_container_that_exited_with_an_error_fails_the_model():
                                                         "message": "CUDA out of memory"}}}]}})
     s = compute_status(model(), deployment(), [summary], CFG, NOW)
     assert s["phase"] == "Failed" and "CUDA out of memory" in conds(s)["Ready"]["message"]
+
+
+@pytest.mark.parametrize("old,new,due", [
+    (None, "Pending", False), ("Pending", "Loading", False), ("Loading", "Ready", True), ("Pending", "Ready", True),
+    ("Loading", "Failed", True), ("Ready", "Loading", True), ("Ready", "Pending", True), ("Ready", "Ready", False),
+    ("Failed", "Failed", False), ("Failed", "Loading", False)])
+def test_phase_events_for_what_a_person_acts_on(old, new, due):
+    assert phase_event_due(old, new) is due
