@@ -7,6 +7,8 @@ uses, all run the same reconcile for the owner concerned, which writes only when
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import contextvars
 import datetime
 import logging
 from pathlib import Path
@@ -22,6 +24,7 @@ from .render import MODEL_LABEL, render_children
 from .status import compute_status, phase_event_due, pod_summary, status_changed
 
 CONFIG = Config.from_env()
+AGENT_FANOUT = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-fanout")
 MANAGED = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
 log = logging.getLogger("modelplane")
 
@@ -65,9 +68,9 @@ def serve_webhook(settings: kopf.OperatorSettings) -> None:
     if CONFIG.webhook_configure:
         url = f"https://{CONFIG.webhook_host}:{port}{inject.WEBHOOK_PATH}"
         excluded = tuple(n for n in [*CONFIG.webhook_excluded_namespaces.split(","), CONFIG.namespace] if n)
-        kube.apply(inject.webhook_configuration({"url": url, "caBundle": ca_bundle},
-                                                failure_policy=CONFIG.webhook_failure_policy,
-                                                excluded_namespaces=excluded))
+        sync.apply_if_differs(inject.webhook_configuration({"url": url, "caBundle": ca_bundle},
+                                                           failure_policy=CONFIG.webhook_failure_policy,
+                                                           excluded_namespaces=excluded))
         log.info("webhook configuration points at %s", url)
     elif CONFIG.webhook_configuration and CONFIG.webhook_cert_source != "files":
         kube.set_ca_bundle(CONFIG.webhook_configuration, ca_bundle)
@@ -78,7 +81,7 @@ def now() -> str:
 
 
 def snapshot(kind: str, body) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": dict(body["metadata"]),
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": sync.slim(body)["metadata"],
             "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
 
 
@@ -108,17 +111,17 @@ def agents_by_model(namespace, name, spec, **_):
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
 def deployment_index(namespace, name, body, **_):
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): sync.slim(body)}
 
 
 @kopf.index("v1", "services", labels=MANAGED)
 def service_index(namespace, name, body, **_):
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): sync.slim(body)}
 
 
 @kopf.index("v1", "configmaps", labels=MANAGED)
 def configmap_index(namespace, name, body, **_):
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): sync.slim(body)}
 
 
 @kopf.index("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
@@ -226,9 +229,13 @@ def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_in
                 ensure_namespace_configmap(key[0], model_index, configmap_index)
             except ApiException as e:
                 log.warning("updating %s/%s for Model %s/%s failed: %s", *key, namespace, name, e.reason)
-    for agent_key in set(agents_by_model.get((namespace, name), [])):
-        reconcile_owner_of_event(agent_index, agent_key, reconcile_agent, model_index, deployment_index,
-                                 configmap_index, cause="model")
+    # Agents follow in parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents.
+    # Each task gets its own copy of this handler's context, where kopf keeps what posting Events needs.
+    tasks = [AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, agent_index, agent_key,
+                                 reconcile_agent, model_index, deployment_index, configmap_index, cause="model")
+             for agent_key in set(agents_by_model.get((namespace, name), []))]
+    for task in tasks:
+        task.result()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})

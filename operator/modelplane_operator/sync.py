@@ -38,6 +38,21 @@ def forget(key: tuple, uid: str) -> None:
     metrics.model_phase(uid, None)
 
 
+def apply_if_differs(desired: dict) -> None:
+    """For objects outside the watches (the webhook configuration): read, and write only what changed."""
+    actual = existing(desired)
+    if actual is None or differs(desired, actual):
+        kube.apply(desired)
+
+
+def slim(body) -> dict:
+    """A watched object as the indexes keep it: without managedFields, which nothing here reads and which would
+    roughly double the memory of every indexed Deployment, Service and ConfigMap."""
+    obj = dict(body)
+    obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    return obj
+
+
 def first(index, key):
     return next(iter(index.get(key, [])), None)
 
@@ -66,7 +81,7 @@ def owned_by(obj: dict, owner: dict) -> bool:
 def existing(desired: dict) -> dict | None:
     meta = desired["metadata"]
     try:
-        return kube.request("GET", kube.object_path(desired["apiVersion"], desired["kind"], meta["namespace"],
+        return kube.request("GET", kube.object_path(desired["apiVersion"], desired["kind"], meta.get("namespace"),
                                                     meta["name"]))
     except ApiException as e:
         if e.status == 404:
