@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import threading
@@ -201,6 +202,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
+    shutil.rmtree(work, ignore_errors=True)  # a fresh control plane each run, never the last run's etcd
     cluster = Cluster(work / "cluster", nodes=[*NODES, BIG_NODE], audit=True)
     cluster.up()
     kube = Kube(cluster)
