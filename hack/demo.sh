@@ -31,7 +31,10 @@ kubectl wait --for=condition=Established crd/models.modelplane.dev crd/agents.mo
 
 say "Starting the operator (log: $dir/logs/operator.log)"
 stop_operator
-nohup $py -m modelplane_operator >>"$dir/logs/operator.log" 2>&1 &
+# with the injection webhook on a free loopback port; the operator makes its certificates and webhook configuration
+webhook_port="$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+MODELPLANE_WEBHOOK_CERT_DIR="$dir/webhook-certs" nohup $py -m modelplane_operator --webhook-port "$webhook_port" \
+  --webhook-host 127.0.0.1 --webhook-configure >>"$dir/logs/operator.log" 2>&1 &
 echo $! >"$pidfile"
 
 say "Applying examples/basic.yaml (1 GPU), examples/cpu.yaml and examples/tiny.yaml (CPU profile) in namespace demo"
@@ -58,5 +61,6 @@ The operator keeps running in the background. Try:
   kubectl describe model qwen-7b -n demo
   kubectl apply -n demo -f examples/tensor-parallel.yaml   # 4 GPUs on an H100 node
   kubectl scale model qwen-7b -n demo --replicas=3
+  kubectl apply -n demo -f examples/injected-deployment.yaml   # any workload, opted in: configuration injected
 Stop everything with: make cluster-down
 EOT

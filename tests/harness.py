@@ -73,29 +73,32 @@ class Kube:
 class Operator:
     """The operator as its own process, serving the injection webhook on a loopback port it configures itself."""
 
-    def __init__(self, kube: Kube, workdir: Path, *extra_args: str, name: str = "operator", verbose: bool = True):
+    def __init__(self, kube: Kube, workdir: Path, *extra_args: str, name: str = "operator", verbose: bool = True,
+                 webhook: bool = True):
         self.kube, self.log_path, self.proc, self.extra_args = kube, workdir / f"{name}.log", None, extra_args
-        self.verbose = verbose
+        self.verbose, self.webhook = verbose, webhook
         self.webhook_port, self.metrics_port = free_port(), free_port()
         self.env = {**kube.env, "MODELPLANE_WEBHOOK_CERT_DIR": str(workdir / "webhook-certs"),
                     "MODELPLANE_METRICS_PORT": str(self.metrics_port)}
 
     def start(self):
         log = open(self.log_path, "ab")
+        webhook = ["--webhook-port", str(self.webhook_port), "--webhook-host", "127.0.0.1", "--webhook-configure"]
         self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_operator", *(["--verbose"] * self.verbose),
-                                      "--webhook-port", str(self.webhook_port), "--webhook-host", "127.0.0.1",
-                                      "--webhook-configure", *self.extra_args],
+                                      *(webhook if self.webhook else []), *self.extra_args],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + 60
-        while time.monotonic() < end:  # ready when the webhook answers (it starts last)
+        # ready when the webhook answers (it starts last), or without one, the metrics endpoint
+        port = self.webhook_port if self.webhook else self.metrics_port
+        while time.monotonic() < end:
             try:
-                socket.create_connection(("127.0.0.1", self.webhook_port), timeout=1).close()
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return self
             except OSError:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"operator exited:\n{self.log()[-3000:]}")
                 time.sleep(0.3)
-        raise AssertionError(f"operator webhook not listening:\n{self.log()[-3000:]}")
+        raise AssertionError(f"operator not listening on {port}:\n{self.log()[-3000:]}")
 
     def kill(self):
         """SIGKILL: no clean-up of any kind, as when a node dies."""

@@ -260,7 +260,6 @@ def ensure_namespace_configmap(namespace: str, model_index, configmap_index) -> 
             kube.apply(desired)
 
 
-@kopf.on.mutate("v1", "pods", id=inject.WEBHOOK_PATH.strip("/"), operations=["CREATE"], ignore_failures=True)
 def inject_pod(body, patch, warnings, model_index, configmap_index, logger, **_):
     pod = dict(body)
     namespace = body["metadata"].get("namespace")
@@ -277,3 +276,10 @@ def inject_pod(body, patch, warnings, model_index, configmap_index, logger, **_)
         ensure_namespace_configmap(namespace, model_index, configmap_index)
     except Exception as e:  # noqa: BLE001
         logger.warning("could not write %s/%s: %s", namespace, NAMESPACE_CONFIGMAP, e)
+
+
+# Registered only where a webhook is served: kopf refuses to start with admission handlers and no server, and an
+# operator run without --webhook-port (`make run`, the demo) still reconciles Models and Agents.
+if CONFIG.webhook_port:
+    kopf.on.mutate("v1", "pods", id=inject.WEBHOOK_PATH.strip("/"), operations=["CREATE"],
+                   ignore_failures=True)(inject_pod)

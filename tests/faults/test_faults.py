@@ -197,3 +197,16 @@ def test_crash_loop_is_reported_and_recovers_when_fixed(kube, operator, namespac
     st = kube.get("model", "crashing", namespace)["status"]
     assert st["conditions"][0]["reason"] == "Serving", st
     tally("crash-looping vLLM container, then fixed", 1, 0)
+
+
+def test_operator_without_a_webhook_still_reconciles(kube, workdir, namespace, tally):
+    # `make run` and the demo start it without --webhook-port: injection is off, everything else works
+    op = Operator(kube, workdir, name="operator-no-webhook", webhook=False).start()
+    try:
+        kube.apply(model("plain", namespace))
+        wait_converged(kube, namespace, ["plain"], timeout=60)
+        assert op.proc.poll() is None, op.log()[-3000:]
+        assert "Admission handlers exist" not in op.log()
+        tally("operator run without a webhook", 1, 0)
+    finally:
+        op.stop()
