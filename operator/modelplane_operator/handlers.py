@@ -81,7 +81,7 @@ def now() -> str:
 
 
 def snapshot(kind: str, body) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": sync.slim(body)["metadata"],
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": dict(body["metadata"]),
             "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
 
 
@@ -111,17 +111,17 @@ def agents_by_model(namespace, name, spec, **_):
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
 def deployment_index(namespace, name, body, **_):
-    return {(namespace, name): sync.slim(body)}
+    return {(namespace, name): dict(body)}
 
 
 @kopf.index("v1", "services", labels=MANAGED)
 def service_index(namespace, name, body, **_):
-    return {(namespace, name): sync.slim(body)}
+    return {(namespace, name): dict(body)}
 
 
 @kopf.index("v1", "configmaps", labels=MANAGED)
 def configmap_index(namespace, name, body, **_):
-    return {(namespace, name): sync.slim(body)}
+    return {(namespace, name): dict(body)}
 
 
 @kopf.index("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})

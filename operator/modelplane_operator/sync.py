@@ -45,14 +45,6 @@ def apply_if_differs(desired: dict) -> None:
         kube.apply(desired)
 
 
-def slim(body) -> dict:
-    """A watched object as the indexes keep it: without managedFields, which nothing here reads and which would
-    roughly double the memory of every indexed Deployment, Service and ConfigMap."""
-    obj = dict(body)
-    obj["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
-    return obj
-
-
 def first(index, key):
     return next(iter(index.get(key, [])), None)
 
