@@ -210,10 +210,10 @@ class Cluster:
     def _audit_flags(self) -> list[str]:
         if not self.audit_log:
             return []
-        policy = self.root / "audit-policy.yaml"
+        policy = self.root / "audit-policy.yaml"  # MODELPLANE_AUDIT_LEVEL=Request logs bodies too, for debugging
         policy.write_text(json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
                                       "omitStages": ["RequestReceived", "ResponseStarted"],
-                                      "rules": [{"level": "Metadata"}]}))
+                                      "rules": [{"level": os.environ.get("MODELPLANE_AUDIT_LEVEL", "Metadata")}]}))
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json"]
 
     def _spawn(self, name: str, cmd: list[str]) -> int:

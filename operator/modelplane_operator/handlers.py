@@ -141,17 +141,28 @@ def reconcile_model(model: dict, deployment_index, service_index, pod_index, cau
                              conflict)
         old = sync.status_to_write(model, new, status_changed)
         if old is None:
+            sync.drop_held(model)
             return
-        kube.patch_status(model, new)
-        sync.written(model, new)
-        if phase_event_due(old.get("phase"), new["phase"]):
-            ready = new["conditions"][0]
-            sync.post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
-                      f"{ready['reason']}: {ready['message']}")
-        sched = new["conditions"][2]
-        old_sched = next((c for c in old.get("conditions") or [] if c.get("type") == "Scheduled"), {})
-        if sched["status"] == "False" and old_sched.get("message") != sched["message"]:
-            sync.post(model, "Warning", "Unschedulable", sched["message"])
+        if phase_event_due(old.get("phase"), new["phase"]) or \
+                not sync.hold(("Model", ns, name), model, lambda: publish_model_status(model, new)):
+            publish_model_status(model, new)
+
+
+def publish_model_status(model: dict, new: dict) -> None:
+    """Write `new` and post the Events that its change from the last written status calls for."""
+    old = sync.status_to_write(model, new, status_changed)
+    if old is None:
+        return
+    kube.patch_status(model, new)
+    sync.written(model, new)
+    if phase_event_due(old.get("phase"), new["phase"]):
+        ready = new["conditions"][0]
+        sync.post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
+                  f"{ready['reason']}: {ready['message']}")
+    sched = new["conditions"][2]
+    old_sched = next((c for c in old.get("conditions") or [] if c.get("type") == "Scheduled"), {})
+    if sched["status"] == "False" and old_sched.get("message") != sched["message"]:
+        sync.post(model, "Warning", "Unschedulable", sched["message"])
 
 
 @kopf.on.resume(GROUP, VERSION, "models", backoff=5)
