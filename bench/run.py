@@ -204,18 +204,19 @@ def main(argv=None) -> int:
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)  # a fresh control plane each run, never the last run's etcd
     cluster = Cluster(work / "cluster", nodes=[*NODES, BIG_NODE], audit=True)
-    cluster.up()
-    kube = Kube(cluster)
-    kube.install_crds(str(REPO / "crds"))
-    kube.run("create", "namespace", NS)
-    audit = Audit(cluster.audit_log)
-    w = Watcher(cluster.kubeconfig)
-    op = Operator(kube, work, verbose=False).start()
     results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()},
                "versions": dict(line.split("=", 1) for line in (REPO / "hack" / "versions.env").read_text().splitlines()
                                 if "=" in line and not line.startswith("#")),
                "latency": {}}
-    try:
+    op = None
+    try:  # whatever fails, the control plane and the operator are stopped
+        cluster.up()
+        kube = Kube(cluster)
+        kube.install_crds(str(REPO / "crds"))
+        kube.run("create", "namespace", NS)
+        audit = Audit(cluster.audit_log)
+        w = Watcher(cluster.kubeconfig)
+        op = Operator(kube, work, verbose=False).start()
         # 1. latency with 1 and then 100 Models present (capped by the burst size for the smoke run)
         for size in sorted({1, min(100, args.models)}):
             names = [f"p{i:04d}" for i in range(w.models(), size)]
@@ -271,7 +272,8 @@ def main(argv=None) -> int:
         if args.agents:
             results["agents"] = propagation(kube, w, args.agents)
     finally:
-        op.stop()
+        if op:
+            op.stop()
         cluster.down()
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown(results))
