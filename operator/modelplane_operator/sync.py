@@ -3,6 +3,7 @@ object someone else made, write status only when it changes, and one reconcile a
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -98,29 +99,44 @@ def post(obj: dict, type_: str, reason: str, message: str) -> None:
 
 def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) -> tuple[dict, str | None]:
     """Apply each desired child that is missing or differs from `observed` (kind -> object from the watches).
-    Returns the children as they now are, and a conflict message if a name is taken by someone else's object."""
+    Returns the children as they now are, and a conflict message if a name is taken by someone else's object.
+    The children are independent objects: they are read and written in parallel, so a new Model's Deployment and
+    Service cost one round trip of waiting, not two."""
     observed = dict(observed)
-    conflict = None
-    owner_kind = owner.get("kind", "Model")
+    conflicts = []
     applied: dict[str, list[str]] = {}  # verb -> "Kind name": one Event per verb, not one per child
-    for child in desired:
+    results = _CHILDREN.map(lambda child: _sync_child(owner, child, observed.get(child["kind"]), cause), desired)
+    for child, (now, verb, conflict) in zip(desired, list(results)):
         kind, name = child["kind"], child["metadata"]["name"]
-        actual = observed.get(kind)
-        if actual is None:
-            actual = existing(child)  # unknown to the watches: is the name free?
-            if actual is not None and not owned_by(actual, owner):
-                conflict = (f"{kind} {child['metadata']['namespace']}/{name} already exists and is not managed by "
-                            f"this {owner_kind}; rename or remove it")
-                post(owner, "Warning", "NameConflict", conflict)
-                continue
-        if actual is None or differs(child, actual):
-            verb = "Created" if actual is None else ("Updated" if cause in ("update", "model") else "DriftReverted")
-            observed[kind] = kube.apply(child)
+        observed[kind] = now
+        if conflict:
+            conflicts.append(conflict)
+            post(owner, "Warning", "NameConflict", conflict)
+        if verb:
             metrics.APPLIES.labels(kind, verb).inc()
             applied.setdefault(verb, []).append(f"{kind} {name}")
     for verb, children in applied.items():
         post(owner, "Normal", verb, f"{verb} {', '.join(children)}")
-    return observed, conflict
+    return observed, (conflicts[-1] if conflicts else None)
+
+
+# Leaf tasks only (they never wait on other tasks of this pool), so it cannot deadlock however busy it is.
+_CHILDREN = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="children")
+
+
+def _sync_child(owner: dict, child: dict, actual: dict | None, cause: str) -> tuple[dict | None, str | None,
+                                                                                    str | None]:
+    """(the child as it now is, the verb if it was written, a conflict message if its name is taken)."""
+    if actual is None:
+        actual = existing(child)  # unknown to the watches: is the name free?
+        if actual is not None and not owned_by(actual, owner):
+            meta = child["metadata"]
+            return None, None, (f"{child['kind']} {meta['namespace']}/{meta['name']} already exists and is not "
+                                f"managed by this {owner.get('kind', 'Model')}; rename or remove it")
+    if actual is None or differs(child, actual):
+        verb = "Created" if actual is None else ("Updated" if cause in ("update", "model") else "DriftReverted")
+        return kube.apply(child), verb, None
+    return actual, None, None
 
 
 # The status this process last wrote, by owner uid. Indexes lag behind our own writes; comparing with them alone
