@@ -144,7 +144,7 @@ def reconcile_model(model: dict, deployment_index, service_index, pod_index, cau
             sync.drop_held(model)
             return
         if phase_event_due(old.get("phase"), new["phase"]) or \
-                not sync.hold(("Model", ns, name), model, lambda: publish_model_status(model, new)):
+                not sync.hold(("Model", ns, name), model["metadata"]["uid"], lambda: publish_model_status(model, new)):
             publish_model_status(model, new)
 
 

@@ -169,11 +169,10 @@ _held: dict[str, object] = {}  # uid -> the write waiting for the interval to en
 _timers: dict[str, threading.Timer] = {}
 
 
-def hold(key: tuple, owner: dict, publish) -> bool:
+def hold(key: tuple, uid: str, publish) -> bool:
     """True when `publish` (a status write) must wait because this owner's status was written less than
     STATUS_INTERVAL ago; it then runs when the interval ends, unless a newer write or hold replaced it.
     Called under the owner's lock."""
-    uid = owner["metadata"]["uid"]
     wait = _last_write.get(uid, -math.inf) + STATUS_INTERVAL - time.monotonic()
     if wait <= 0:
         return False
@@ -201,4 +200,4 @@ def _release(key: tuple, uid: str) -> None:
         except Exception as e:  # noqa: BLE001  no handler will retry this: try again after another interval
             log.warning("writing the status of %s %s/%s failed, retrying: %s", *key, e)
             _last_write[uid] = time.monotonic()
-            hold(key, {"metadata": {"uid": uid}}, publish)
+            hold(key, uid, publish)
