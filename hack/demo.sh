@@ -32,7 +32,7 @@ kubectl wait --for=condition=Established crd/models.modelplane.dev crd/agents.mo
 say "Starting the operator (log: $dir/logs/operator.log)"
 stop_operator
 # with the injection webhook on a free loopback port; the operator makes its certificates and webhook configuration
-webhook_port="$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+webhook_port="$(PYTHONPATH=hack $py -c 'from localcluster import free_port; print(free_port())')"
 MODELPLANE_WEBHOOK_CERT_DIR="$dir/webhook-certs" nohup $py -m modelplane_operator --webhook-port "$webhook_port" \
   --webhook-host 127.0.0.1 --webhook-configure >>"$dir/logs/operator.log" 2>&1 &
 echo $! >"$pidfile"

@@ -83,9 +83,9 @@ class Operator:
 
     def start(self):
         log = open(self.log_path, "ab")
-        webhook = ["--webhook-port", str(self.webhook_port), "--webhook-host", "127.0.0.1", "--webhook-configure"]
+        webhook_args = ["--webhook-port", str(self.webhook_port), "--webhook-host", "127.0.0.1", "--webhook-configure"]
         self.proc = subprocess.Popen([sys.executable, "-m", "modelplane_operator", *(["--verbose"] * self.verbose),
-                                      *(webhook if self.webhook else []), *self.extra_args],
+                                      *(webhook_args if self.webhook else []), *self.extra_args],
                                      env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + 60
         # ready when the webhook answers (it starts last), or without one, the metrics endpoint
