@@ -34,8 +34,9 @@ def option_flags(name: str, value) -> list[str]:
     return [flag, str(value)]
 
 
-def engine_flags(spec: dict) -> list[str]:
-    args = {**ENGINE_ARG_DEFAULTS, **(spec.get("engineArgs") or {})}
+def engine_flags(spec: dict, defaults: dict | None = None) -> list[str]:
+    """`defaults` (derived by the operator) give way to the user's engineArgs, as ENGINE_ARG_DEFAULTS do."""
+    args = {**ENGINE_ARG_DEFAULTS, **(defaults or {}), **(spec.get("engineArgs") or {})}
     out: list[str] = []
     tp = tensor_parallel_size(spec)
     if tp > 1:

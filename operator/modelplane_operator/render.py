@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import engine, source as sources
+from . import cpuprofile, engine, source as sources
 from .config import FIELD_MANAGER, GROUP, SERVER_PORT, VERSION, Config
 from .crd import model_spec_with_defaults
 
@@ -56,9 +56,10 @@ def _metadata(model: dict) -> dict:
             "ownerReferences": [owner_reference(model)]}
 
 
-def server_args(model: dict, src: sources.ModelSource) -> list[str]:
+def server_args(model: dict, src: sources.ModelSource, engine_defaults: dict | None = None) -> list[str]:
     return ["--model", src.model, "--served-model-name", served_model_name(model),
-            "--host", "0.0.0.0", "--port", str(SERVER_PORT), *src.args, *engine.engine_flags(spec_of(model))]
+            "--host", "0.0.0.0", "--port", str(SERVER_PORT), *src.args,
+            *engine.engine_flags(spec_of(model), engine_defaults)]
 
 
 def container_resources(spec: dict, config: Config) -> dict:
@@ -119,10 +120,15 @@ def render_deployment(model: dict, config: Config) -> dict:
     spec = spec_of(model)
     name = model["metadata"]["name"]
     src = sources.parse(spec["source"], spec.get("credentialsSecretRef"))
+    resources = container_resources(spec, config)
+    # On CPU, vLLM sizes its KV cache and threads from the node unless told otherwise: tell it the pod's share.
+    engine_defaults, cpu_env = ({}, []) if spec["gpus"] else cpuprofile.cpu_settings(
+        resources, spec.get("engineArgs"), spec.get("env"))
     env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}, *src.env]
     if spec.get("apiKeySecretRef"):
         # vLLM reads VLLM_API_KEY itself, so the key never appears in the process arguments.
         env.append(sources.secret_env("VLLM_API_KEY", spec["apiKeySecretRef"], "api-key"))
+    env += cpu_env
     env += spec.get("env") or []
     cache = ({"persistentVolumeClaim": {"claimName": spec["cache"]["claimName"]}}
              if (spec.get("cache") or {}).get("claimName") else {"emptyDir": {}})
@@ -131,10 +137,10 @@ def render_deployment(model: dict, config: Config) -> dict:
         "name": "vllm",
         "image": spec.get("image") or (config.vllm_image if spec["gpus"] else config.vllm_cpu_image),
         "command": SERVER_COMMAND,
-        "args": server_args(model, src),
+        "args": server_args(model, src, engine_defaults),
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
         "env": env,
-        "resources": container_resources(spec, config),
+        "resources": resources,
         "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "shm", "mountPath": "/dev/shm"},
                          *src.mounts],
         **probes(spec),
