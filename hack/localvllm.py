@@ -1,8 +1,8 @@
 """A real vLLM server on CPU, started from exactly the container the operator renders for a Model.
 
 Only the model path (the pod's volume mount is a local folder here), the listen address and the port are
-substituted; Secret-sourced env vars are resolved from the secrets given, as the kubelet would. Used by the
-end-to-end tests and by `make demo`.
+substituted, and env that keeps this host offline is added; Secret-sourced env vars are resolved from the secrets
+given, as the kubelet would. Used by the end-to-end tests and by `make demo`.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ def local_command(container: dict, volume: Path, port: int, secrets: dict) -> tu
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = secrets[ref["name"]][ref["key"]]
     env["HF_HOME"] = str(CACHE / "hf-home")  # the pod's cache volume
-    env.update({"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1",
-                "DO_NOT_TRACK": "1"})
+    # About this host, not the server: it must never reach the network (no downloads, no usage reports). The
+    # memory and thread settings are the operator's (cpuprofile.py), exactly as rendered.
+    env.update({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})
     return command + args, env
 
 

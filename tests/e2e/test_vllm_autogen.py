@@ -14,9 +14,14 @@ KEY = "e2e-test-key-9f3c"  # the Secret's value, as the kubelet would put it int
 
 
 @pytest.fixture(scope="module")
-def plain(weights_volume, tmp_path_factory):
+def plain_logs(tmp_path_factory):
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="module")
+def plain(weights_volume, plain_logs):
     model = tiny_model("tiny", engineArgs={"maxModelLen": 512})
-    with served(model, weights_volume, tmp_path_factory.mktemp("logs")) as base:
+    with served(model, weights_volume, plain_logs) as base:
         yield model, base
 
 
@@ -45,6 +50,16 @@ def test_health_and_models_list_the_served_name(plain):
     assert http_get(base + "/health")[0] == 200
     status, body = http_get(base + "/v1/models")
     assert status == 200 and [m["id"] for m in json.loads(body)["data"]] == ["tiny"]
+
+
+def test_cpu_server_is_sized_from_its_pod_resources(plain, plain_logs):
+    """vLLM took the KV cache size and thread settings the operator derived from the default 8Gi / 2 CPU, instead of
+    reserving 92% of this machine's memory (it has not got that much free while other work runs)."""
+    from modelplane_operator.cpuprofile import GiB, kv_cache_bytes
+
+    log = (plain_logs / "vllm-tiny.log").read_text()
+    assert f"Explicitly set ({round(kv_cache_bytes(8 * GiB) / GiB, 2)}/" in log
+    assert "VLLM_CPU_OMP_THREADS_BIND='nobind'" in log
 
 
 def test_autogen_create_and_stream_report_usage(plain, tmp_path, monkeypatch):
