@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok)
-# from their Go modules with the ordinary `go` client, and caches the binaries by version under the user's cache
+# Builds the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, and
+# for the real node kubelet, kube-proxy and CoreDNS) from their Go modules with the ordinary `go` client, and
+# caches the binaries by version under the user's cache
 # folder so that only the first run pays for the build (tens of minutes on 2 cores).
 #
 # Usage: hack/build-binaries.sh            -> prints the bin folder on its last line
@@ -11,7 +12,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 cache="${MODELPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/modelplane}"
-bin="$cache/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION"
+bin="$cache/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION-helm-$HELM_VERSION-coredns-$COREDNS_VERSION-crictl-$CRICTL_VERSION"
 work="$cache/build"
 mkdir -p "$bin" "$work"
 
@@ -25,13 +26,15 @@ export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -buildvcs=false"
 # replaced by the published version that matches the release (v1.34.4 -> v0.34.4). The list is generated from the
 # release's own go.mod so it never drifts from it.
 build_kubernetes() {
-  local wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() c
+  # kubelet and kube-proxy are the real node's; with CGO_ENABLED=0 they build too (their only cgo users are the
+  # standard library's, which have pure-Go fallbacks).
+  local wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=() c
   for c in "${wanted[@]}"; do have "$c" || missing+=("$c"); done
   [ ${#missing[@]} -eq 0 ] && return 0
   local dir="$work/kubernetes-$K8S_VERSION" staging="v0${K8S_VERSION#v1}"
   mkdir -p "$dir"
   cd "$dir"
-  if [ ! -f .ready ]; then
+  if [ "$(cat .ready 2>/dev/null)" != "${wanted[*]}" ]; then
     log "kubernetes $K8S_VERSION: preparing the wrapper module"
     rm -f go.mod go.sum
     go mod init modelplane.local/k8sbuild >/dev/null 2>&1
@@ -45,7 +48,7 @@ build_kubernetes() {
     local gets=()
     for c in "${wanted[@]}"; do gets+=("k8s.io/kubernetes/cmd/$c@$K8S_VERSION"); done
     go get "${gets[@]}" >&2
-    touch .ready
+    echo "${wanted[*]}" >.ready
   fi
   local ldflags="" v i=0
   local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
@@ -103,10 +106,25 @@ build_helm() {
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+build_coredns() {
+  have coredns && return 0
+  log "coredns $COREDNS_VERSION: building (the real node's cluster DNS)"
+  GOBIN="$bin" go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+}
+
+# crictl: the CRI client that removes the real node's pods cleanly (network torn down) when the cluster stops.
+build_crictl() {
+  have crictl && return 0
+  log "crictl $CRICTL_VERSION: building"
+  GOBIN="$bin" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
+}
+
 log "binaries are cached in $bin; later runs reuse them"
 build_etcd
 build_kwok
 build_kubernetes
 build_helm
+build_coredns
+build_crictl
 log "all binaries ready"
 echo "$bin"

@@ -1,10 +1,11 @@
-"""A real Kubernetes control plane as local processes, with kwok for simulated GPU and CPU nodes.
+"""A real Kubernetes control plane as local processes, with kwok for simulated GPU and CPU nodes and, where it can
+run (root, Linux, cgroups), one real CPU node where pods run (hack/realnode.py).
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok are built from their Go modules by
-hack/build-binaries.sh (cached by version) and started here without root, on free loopback ports, with
-certificates generated for this cluster alone. Nothing leaves 127.0.0.1.
+hack/build-binaries.sh (cached by version) and started here on free loopback ports, with certificates generated for
+this cluster alone. The control plane never leaves 127.0.0.1; the real node has a network namespace of its own.
 
-    python hack/localcluster.py up [--dir DIR]     start (or reuse) a cluster, print its kubeconfig
+    python hack/localcluster.py up [--dir DIR] [--no-real-node]   start (or reuse) a cluster, print its kubeconfig
     python hack/localcluster.py down [--dir DIR]   stop it
     python hack/localcluster.py env [--dir DIR]    print `export KUBECONFIG=...`
 """
@@ -21,12 +22,16 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from modelplane_operator.certs import cert_pem, issue, key_pem, new_key
+
+import realnode
 
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
@@ -41,6 +46,8 @@ NODES = [
     {"name": "kwok-gpu-1", "gpus": 8, "cpu": "96", "memory": "1Ti"},
     {"name": "kwok-cpu-0", "gpus": 0, "cpu": "16", "memory": "64Gi"},
 ]
+# With a real node, CPU pods land on it: kwok's CPU node is left out.
+REAL_NODE_KWOK_NODES = [n for n in NODES if n["gpus"]]
 # For scale and fault tests: room for a thousand small pods.
 BIG_NODE = {"name": "kwok-cpu-big", "gpus": 0, "cpu": "2000", "memory": "16Ti", "pods": "2000"}
 
@@ -73,11 +80,14 @@ def make_pki(pki: Path) -> None:
     ca = issue("modelplane-local-ca", ca_key, ca=True)
     files = {"ca.key": key_pem(ca_key), "ca.crt": cert_pem(ca)}
     service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-    sans = ["127.0.0.1", service_ip, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+    sans = ["127.0.0.1", service_ip, realnode.NODE_IP, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local"]
     key = new_key()
     files.update({"apiserver.key": key_pem(key),
                   "apiserver.crt": cert_pem(issue("kube-apiserver", key, (ca, ca_key), sans=sans, server=True))})
+    key = new_key()
+    files.update({"apiserver-kubelet-client.key": key_pem(key), "apiserver-kubelet-client.crt": cert_pem(
+        issue("kube-apiserver-kubelet-client", key, (ca, ca_key), org="system:masters"))})
     key = new_key()
     files.update({"admin.key": key_pem(key),
                   "admin.crt": cert_pem(issue("modelplane-admin", key, (ca, ca_key), org="system:masters"))})
@@ -90,17 +100,31 @@ def make_pki(pki: Path) -> None:
             (pki / name).chmod(0o600)
 
 
-def write_kubeconfig(path: Path, pki: Path, port: int) -> None:
+def write_kubeconfig(path: Path, pki: Path, port: int, user: str = "admin",
+                     server: str | None = None) -> None:
     cfg = {
         "apiVersion": "v1", "kind": "Config", "current-context": "modelplane-local",
         "clusters": [{"name": "modelplane-local", "cluster": {
-            "server": f"https://127.0.0.1:{port}", "certificate-authority": str(pki / "ca.crt")}}],
+            "server": server or f"https://127.0.0.1:{port}", "certificate-authority": str(pki / "ca.crt")}}],
         "users": [{"name": "admin", "user": {
-            "client-certificate": str(pki / "admin.crt"), "client-key": str(pki / "admin.key")}}],
+            "client-certificate": str(pki / f"{user}.crt"), "client-key": str(pki / f"{user}.key")}}],
         "contexts": [{"name": "modelplane-local", "context": {"cluster": "modelplane-local", "user": "admin"}}],
     }
     path.write_text(json.dumps(cfg, indent=2))  # JSON is valid kubeconfig YAML
     path.chmod(0o600)
+
+
+def client_kubeconfig(pki: Path, name: str, user: str, org: str | None, server: str) -> Path:
+    """A kubeconfig for one of the node's components, with a client certificate for `user` in group `org`."""
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
+    key = new_key()
+    (pki / f"{name}.key").write_bytes(key_pem(key))
+    (pki / f"{name}.key").chmod(0o600)
+    (pki / f"{name}.crt").write_bytes(cert_pem(issue(user, key, (ca, ca_key), org=org)))
+    path = pki.parent / f"{name}.kubeconfig"
+    write_kubeconfig(path, pki, 0, user=name, server=server)
+    return path
 
 
 # --- processes ----------------------------------------------------------------------------------------------
@@ -108,9 +132,13 @@ def write_kubeconfig(path: Path, pki: Path, port: int) -> None:
 class Cluster:
     """One local cluster living in `root`: its PKI, data, logs, kubeconfig and the pids of its processes."""
 
-    def __init__(self, root: Path = DEFAULT_DIR, nodes: list[dict] | None = None, audit: bool = False):
+    def __init__(self, root: Path = DEFAULT_DIR, nodes: list[dict] | None = None, audit: bool = False,
+                 real_node: bool = False, images: bool = True):
         self.root = Path(root).resolve()
-        self.nodes = nodes or NODES
+        self.nodes = nodes or (REAL_NODE_KWOK_NODES if real_node else NODES)
+        self.want_real_node, self.want_images = real_node, images
+        self.node: realnode.RealNode | None = None  # set by up() when the real node runs
+        self.no_node_reason: str | None = None
         # An audit log (metadata only) says who sent which request: the benchmarks count the operator's own.
         self.audit_log = self.root / "logs" / "audit.jsonl" if audit else None
         self.pki = self.root / "pki"
@@ -127,7 +155,10 @@ class Cluster:
 
     def running(self) -> bool:
         st = self.state()
-        return bool(st.get("pids")) and all(_alive(p) for p in st["pids"].values())
+        alive = bool(st.get("pids")) and all(_alive(p) for p in st["pids"].values())
+        if alive and st.get("real_node"):
+            alive = realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, 0).alive()
+        return alive
 
     @property
     def server(self) -> str:
@@ -137,6 +168,9 @@ class Cluster:
     def up(self, bin_dir: Path | None = None, timeout: float = 120) -> "Cluster":
         if self.running() and self._healthy():
             log(f"reusing the running cluster in {self.root}")
+            st = self.state()
+            if st.get("real_node"):
+                self.node = realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, st["ports"]["apiserver"])
             return self
         self.down(quiet=True)
         bin_dir = Path(bin_dir) if bin_dir else build_binaries()
@@ -149,8 +183,12 @@ class Cluster:
         link.symlink_to(bin_dir)
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
         write_kubeconfig(self.kubeconfig, self.pki, ports["apiserver"])
-        state = {"ports": ports, "pids": {}, "bin": str(bin_dir)}
+        state = {"ports": ports, "pids": {}, "bin": str(bin_dir), "real_node": None}
         self._save(state)
+        node_flags = self._prepare_real_node(bin_dir, ports["apiserver"])
+        if self.node:
+            state["real_node"] = str(self.node.root)
+            self._save(state)
         p = self.pki
         kube_common = [f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
                        f"--authorization-kubeconfig={self.kubeconfig}", "--leader-elect=false",
@@ -165,14 +203,17 @@ class Cluster:
                      "--unsafe-no-fsync", "--quota-backend-bytes=4294967296", "--log-level=warn"],
             "kube-apiserver": [
                 f"{bin_dir}/kube-apiserver", f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-                "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
+                "--bind-address=127.0.0.1", f"--secure-port={ports['apiserver']}",
                 f"--cert-dir={self.root / 'apiserver-certs'}", f"--tls-cert-file={p / 'apiserver.crt'}",
                 f"--tls-private-key-file={p / 'apiserver.key'}", f"--client-ca-file={p / 'ca.crt'}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
-                "--allow-privileged=true", "--profiling=false", "--endpoint-reconciler-type=none",
-                *self._audit_flags()],
+                "--allow-privileged=true", "--profiling=false", *self._audit_flags(),
+                # With a real node, pods reach the API server through the `kubernetes` Service: its endpoint is the
+                # node-side end of hack/nodeproxy.py. Without one, there is no endpoint to publish.
+                *([f"--advertise-address={realnode.NODE_IP}", "--endpoint-reconciler-type=lease", *node_flags]
+                  if self.node else ["--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none"])],
             "kube-controller-manager": [
                 f"{bin_dir}/kube-controller-manager", *kube_common, f"--secure-port={ports['kcm']}",
                 f"--root-ca-file={p / 'ca.crt'}", f"--service-account-private-key-file={p / 'sa.key'}",
@@ -203,9 +244,69 @@ class Cluster:
         self._wait(self._default_service_account_ready, deadline, "service-account controller")
         self.apply_nodes()
         self._wait(self._nodes_ready, deadline, "kwok nodes")
+        if self.node:
+            self._start_real_node(bin_dir)
         log(f"cluster ready: {self.server}")
         log(f"kubeconfig: {self.kubeconfig}")
         return self
+
+    # the real node --------------------------------------------------------------------------------------------
+    def _prepare_real_node(self, bin_dir: Path, api_port: int) -> list[str]:
+        """The real node's namespace and relay, before the API server (which takes flags from them)."""
+        if not self.want_real_node:
+            return []
+        reason = realnode.unavailable_reason(bin_dir)
+        if reason:
+            self.no_node_reason = reason
+            log(f"no real node ({reason}): kwok nodes only; tests that need one are skipped")
+            self.nodes = NODES
+            return []
+        self.node = realnode.RealNode(self.root / "node", bin_dir, self.pki, api_port)
+        return self.node.prepare()
+
+    def _start_real_node(self, bin_dir: Path) -> None:
+        t0 = time.monotonic()
+        images = None
+        if self.want_images:
+            import images as image_builder
+            only = os.environ.get("MODELPLANE_IMAGES")  # e.g. "pause,coredns,agent" while developing
+            images = image_builder.build_images(bin_dir, only.split(",") if only else None)
+        self.node.start(lambda user, org, server: client_kubeconfig(
+            self.pki, user.replace(":", "-"), user, org, server), images)
+        cidr = self.node_pod_cidr(timeout=120)
+        self.node.write_cni_config(cidr)
+        self._wait(lambda: self._node_ready(realnode.NODE_NAME), time.monotonic() + 120, "the real node")
+        self.install_dns()
+        log(f"real node {realnode.NODE_NAME} ready in {time.monotonic() - t0:.0f}s (pods on {cidr})")
+
+    def node_pod_cidr(self, timeout: float) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                cidr = self.request("GET", f"/api/v1/nodes/{realnode.NODE_NAME}").get("spec", {}).get("podCIDR")
+                if cidr:
+                    return cidr
+            except urllib.error.HTTPError:
+                pass
+            if not self.node.alive():
+                raise RuntimeError(f"the real node stopped; logs in {self.node.logs}")
+            time.sleep(0.5)
+        raise TimeoutError(f"the real node did not register in {timeout}s; logs in {self.node.logs}")
+
+    def install_dns(self) -> None:
+        """CoreDNS as the cluster DNS (Service 10.96.0.10), so <service>.<namespace>.svc.cluster.local resolves."""
+        import images as image_builder
+        manifest = (HACK / "coredns.yaml").read_text().replace("${IMAGE}", image_builder.coredns_image()) \
+            .replace("${DNS_IP}", realnode.DNS_IP)
+        kubectl = Path(self.state()["bin"]) / "kubectl"
+        subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfig), "apply", "-f", "-"], input=manifest,
+                       text=True, check=True, capture_output=True)
+        subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfig), "-n", "kube-system", "rollout", "status",
+                        "deployment/coredns", "--timeout=120s"], check=True, capture_output=True)
+
+    def _node_ready(self, name: str) -> bool:
+        node = self.request("GET", f"/api/v1/nodes/{name}")
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
     def _audit_flags(self) -> list[str]:
         if not self.audit_log:
@@ -238,6 +339,10 @@ class Cluster:
 
     def down(self, quiet: bool = False) -> None:
         st = self.state()
+        if st.get("real_node"):
+            if not quiet:
+                log("stopping the real node (its pods, kubelet, kube-proxy, containerd)")
+            realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, 0).down()
         for name, pid in reversed(list(st.get("pids", {}).items())):
             if _alive(pid):
                 if not quiet:
@@ -358,8 +463,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["up", "down", "env", "build"])
     ap.add_argument("--dir", default=os.environ.get("MODELPLANE_CLUSTER_DIR", str(DEFAULT_DIR)))
+    ap.add_argument("--no-real-node", action="store_true", help="kwok nodes only")
     args = ap.parse_args(argv)
-    cluster = Cluster(Path(args.dir))
+    cluster = Cluster(Path(args.dir), real_node=not args.no_real_node)
     if args.command == "build":
         print(build_binaries())
     elif args.command == "up":
