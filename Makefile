@@ -8,12 +8,13 @@ VLLM_VENV := .venv-vllm
 CLUSTER_DIR ?= .cluster
 export MODELPLANE_CLUSTER_DIR := $(abspath $(CLUSTER_DIR))
 
-.PHONY: help venv vllm-env vllm-options test-faults test-e2e bench binaries cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
+.PHONY: help venv vllm-env vllm-options test-faults test-e2e test-node bench binaries images cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
 
 help:
 	@echo "make demo          local control plane + operator + an example Model reaching Ready"
 	@echo "make test          the whole suite (unit + integration on the local control plane)"
-	@echo "make cluster-up    start (or reuse) the local control plane; prints KUBECONFIG"
+	@echo "make cluster-up    start (or reuse) the local cluster (with a real node as root); prints KUBECONFIG"
+	@echo "make images        build (or reuse) the operator, agents, vLLM CPU, pause and CoreDNS images"
 	@echo "make cluster-down  stop it (also stops a demo operator)"
 	@echo "make run           run the operator in the foreground against \$$KUBECONFIG"
 	@echo "make crds          regenerate crds/ from operator/modelplane_operator/crd.py"
@@ -43,9 +44,13 @@ vllm-options: vllm-env venv
 	$(VLLM_VENV)/bin/python hack/gen_vllm_options.py
 	$(PY) -m modelplane_operator.crd crds
 
-# Builds etcd, Kubernetes, kwok and helm from their Go modules once; cached under ~/.cache/modelplane.
+# Builds etcd, Kubernetes, kwok, helm, CoreDNS and crictl from their Go modules once; cached under ~/.cache/modelplane.
 binaries:
 	@bash hack/build-binaries.sh >/dev/null
+
+# The real node's images, from the project's Dockerfiles on a Debian base; cached by the hash of their inputs.
+images: venv binaries
+	@$(PY) hack/images.py build --bin-dir "$$(bash hack/build-binaries.sh 2>/dev/null)" >/dev/null
 
 cluster-up: venv binaries
 	@$(PY) hack/localcluster.py up
@@ -77,6 +82,9 @@ test-faults: venv binaries
 
 test-e2e: venv vllm-env
 	$(PY) -m pytest tests/e2e
+
+test-node: venv vllm-env binaries
+	$(PY) -m pytest tests/node
 
 # Unit, integration, fault (tests/faults: prints what was tried and lost) and end-to-end tests.
 test: venv vllm-env binaries

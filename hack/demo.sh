@@ -1,66 +1,86 @@
 #!/usr/bin/env bash
-# `make demo`: the local control plane (built or reused), the CRDs, the operator in the background, and example
-# Models reaching Ready on simulated GPU and CPU nodes. `make cluster-down` stops it all.
+# `make demo`: the local cluster with its real node (built or reused), the operator installed by Helm from its own
+# image, a GPU Model on the simulated H100 nodes, the tiny Model served by a real vLLM pod, and agents in pods
+# calling it through cluster DNS. `make cluster-down` stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir="${MODELPLANE_CLUSTER_DIR:-$PWD/.cluster}"
 py=.venv/bin/python
-pidfile="$dir/operator.pid"
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+if [ "${1:-up}" = down ]; then exit 0; fi  # everything runs in the cluster: `localcluster.py down` stops it
 
-stop_operator() {
-  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    kill "$(cat "$pidfile")" && echo "stopped the demo operator"
-  fi
-  rm -f "$pidfile"
-}
+start=$SECONDS
+step=$SECONDS
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; step=$SECONDS; }
+took() { printf '   (%ss)\n' "$((SECONDS - step))"; }
 
-if [ "${1:-up}" = down ]; then stop_operator; exit 0; fi
-
-say "Local control plane (the first run builds Kubernetes from source: tens of minutes; later runs reuse the cache)"
+say "1. Local cluster: control plane, kwok GPU nodes, one real node (the first run builds binaries and images: long)"
 bin="$(bash hack/build-binaries.sh)"
-make --no-print-directory vllm-env
 $py hack/localcluster.py up --dir "$dir"
 export KUBECONFIG="$dir/kubeconfig"
 kubectl() { "$bin/kubectl" "$@"; }
+helm() { "$bin/helm" "$@"; }
+if ! kubectl get node real-cpu-0 >/dev/null 2>&1; then
+  echo "The cluster has no real node (the line above says why): the demo serves models in real pods, so it stops here."
+  exit 1
+fi
+kubectl get nodes -o wide
+took
 
-say "Installing the CRDs"
-kubectl apply --server-side -f crds/
-kubectl wait --for=condition=Established crd/models.modelplane.dev crd/agents.modelplane.dev --timeout=60s
+say "2. helm install the chart: CRDs, RBAC, webhook, the operator's own image, in-cluster"
+helm upgrade --install modelplane charts/modelplane --namespace modelplane-system --create-namespace --wait \
+  --timeout 5m >/dev/null
+kubectl get pods -n modelplane-system -o wide
+took
 
-say "Starting the operator (log: $dir/logs/operator.log)"
-stop_operator
-# with the injection webhook on a free loopback port; the operator makes its certificates and webhook configuration
-webhook_port="$(PYTHONPATH=hack $py -c 'from localcluster import free_port; print(free_port())')"
-MODELPLANE_WEBHOOK_CERT_DIR="$dir/webhook-certs" nohup $py -m modelplane_operator --webhook-port "$webhook_port" \
-  --webhook-host 127.0.0.1 --webhook-configure >>"$dir/logs/operator.log" 2>&1 &
-echo $! >"$pidfile"
-
-say "Applying examples/basic.yaml (1 GPU), examples/cpu.yaml and examples/tiny.yaml (CPU profile) in namespace demo"
+say "3. Models: examples/basic.yaml (1 GPU: a simulated H100 node) and examples/tiny.yaml (CPU: the real node)"
 kubectl create namespace demo --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-kubectl apply -f hack/demo-weights.yaml
-kubectl apply -n demo -f examples/basic.yaml -f examples/cpu.yaml -f examples/tiny.yaml
-kubectl get models -n demo
-for m in qwen-7b smollm-cpu tiny; do
-  kubectl wait -n demo --for=jsonpath='{.status.phase}'=Ready "model/$m" --timeout=180s
+weights="$(PYTHONPATH=hack $py -c 'from localvllm import make_weights_volume; print(make_weights_volume())')"
+sed "s|\${WEIGHTS}|$weights|" hack/demo-weights.yaml | kubectl apply -f -
+kubectl apply -n demo -f examples/basic.yaml -f examples/tiny.yaml
+echo "   the tiny Model's phases as the kubelet's probes see vLLM load (startup probe failing until /health answers):"
+last="" t0=$SECONDS
+while :; do
+  phase="$(kubectl get model tiny -n demo -o jsonpath='{.status.phase}')"
+  if [ "$phase" != "$last" ]; then printf '   %4ss  %s\n' "$((SECONDS - t0))" "${phase:-<none yet>}"; last="$phase"; fi
+  [ "$phase" = Ready ] && break
+  if [ $((SECONDS - t0)) -gt 420 ]; then kubectl describe model tiny -n demo; exit 1; fi
+  sleep 1
 done
-
-say "kubectl get models -n demo"
+kubectl wait -n demo --for=jsonpath='{.status.phase}'=Ready model/qwen-7b --timeout=60s >/dev/null
 kubectl get models -n demo
-say "kubectl get deploy,svc,pods -n demo -o wide"
-kubectl get deploy,svc,pods -n demo -o wide
+kubectl get pods -n demo -o wide
+took
 
-say "A real answer: the tiny Model's rendered vLLM server, run locally, and an AutoGen team using it"
-MODELPLANE_BIN="$bin" PYTHONPATH=hack $py hack/demo_agent.py demo tiny
+say "4. An Agent: an AutoGen team in a pod (the agents image), calling tiny through the injected configuration"
+kubectl apply -n demo -f examples/tiny-agent.yaml
+kubectl get agent tiny-team -n demo
+until kubectl logs -n demo -l modelplane.dev/agent=tiny-team --tail=-1 2>/dev/null | grep -q "Total completion tokens"; do
+  sleep 2
+  if [ $((SECONDS - step)) -gt 300 ]; then kubectl describe pods -n demo -l modelplane.dev/agent=tiny-team; exit 1; fi
+done
+echo "   kubectl logs -l modelplane.dev/agent=tiny-team:"
+kubectl logs -n demo -l modelplane.dev/agent=tiny-team --tail=-1 | sed 's/^/   | /'
+took
+
+say "5. Any workload, opted in: examples/injected-deployment.yaml, its models annotation pointed at tiny"
+sed 's|modelplane.dev/models: "[^"]*"|modelplane.dev/models: "tiny"|' examples/injected-deployment.yaml \
+  | kubectl apply -n demo -f -
+until kubectl logs -n demo -l app=my-agent --tail=-1 2>/dev/null | grep -q "Total completion tokens"; do
+  sleep 2
+  if [ $((SECONDS - step)) -gt 300 ]; then kubectl describe pods -n demo -l app=my-agent; exit 1; fi
+done
+echo "   injected env: $(kubectl get pod -n demo -l app=my-agent -o jsonpath='{.items[0].spec.containers[0].env[*].name}')"
+kubectl logs -n demo -l app=my-agent --tail=-1 | tail -n 4 | sed 's/^/   | /'
+took
 
 cat <<EOT
 
-The operator keeps running in the background. Try:
-  export KUBECONFIG=$dir/kubeconfig PATH=$dir/bin:\$PATH   # this cluster's kubectl
-  kubectl describe model qwen-7b -n demo
-  kubectl apply -n demo -f examples/tensor-parallel.yaml   # 4 GPUs on an H100 node
+Done in $((SECONDS - start))s. The cluster keeps running. Try:
+  export KUBECONFIG=$dir/kubeconfig PATH=$dir/bin:\$PATH   # this cluster's kubectl and helm
+  kubectl describe model tiny -n demo
+  kubectl get --raw /api/v1/namespaces/demo/services/tiny:8000/proxy/v1/models
+  kubectl apply -n demo -f examples/tensor-parallel.yaml   # 4 GPUs on a simulated H100 node
   kubectl scale model qwen-7b -n demo --replicas=3
-  kubectl apply -n demo -f examples/injected-deployment.yaml   # any workload, opted in: configuration injected
 Stop everything with: make cluster-down
 EOT
