@@ -107,7 +107,8 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         ready_cond = cond("Ready", "False", reason, f"pod {name}: {message}".rstrip(": "))
     elif deadline:
         phase, ready_cond = "Failed", cond("Ready", "False", "ProgressDeadlineExceeded", deadline.get("message", ""))
-    elif unschedulable or not live:
+    elif unschedulable or not any(p["scheduled"] == "True" for p in live):
+        # a pod the scheduler has not looked at yet has no PodScheduled condition: it is not loading anything
         phase = "Pending"
         ready_cond = cond("Ready", "False", "Unschedulable" if unschedulable else "WaitingForPods",
                           scheduled["message"])

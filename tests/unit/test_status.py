@@ -53,6 +53,13 @@ def test_unschedulable_carries_scheduler_message():
     assert c["Ready"]["status"] == "False" and c["Ready"]["message"] == msg
 
 
+def test_pending_until_the_scheduler_has_placed_a_pod():
+    """A new pod has no PodScheduled condition yet (seen on the real node): it loads nothing, so Pending."""
+    fresh = pod_summary({"metadata": {"name": "m-new"}, "status": {"phase": "Pending"}})
+    s = compute_status(model(), deployment(), [fresh], CFG, NOW)
+    assert s["phase"] == "Pending" and conds(s)["Ready"]["reason"] == "WaitingForPods"
+
+
 def test_loading_when_scheduled_not_ready():
     s = compute_status(model(), deployment(), [pod()], CFG, NOW)
     assert s["phase"] == "Loading" and conds(s)["Progressing"]["status"] == "True"
