@@ -334,10 +334,8 @@ def _build_base(image: Image) -> None:
         config = ["buildah", "config", "--cmd", '["python3"]']
         for k, v in BASE_ENV.items():
             config += ["--env", f"{k}={v}"]
-        _run([*config, ctr])
-        _run(["buildah", "commit", "--quiet", "--rm", ctr, image.name], stdout=subprocess.DEVNULL)
+        _configure_and_commit(ctr, config, image)
         ctr = ""
-        _run(["buildah", "tag", image.name, image.cache_ref])
     finally:
         if ctr:
             subprocess.run(["buildah", "rm", ctr], env=_env(), check=False, stdout=subprocess.DEVNULL)
@@ -423,13 +421,18 @@ def _build_scratch(image: Image, binary: Path, user: str | None) -> None:
         config = ["buildah", "config", "--entrypoint", json.dumps([f"/{binary.name}"]), "--cmd", ""]
         if user:
             config += ["--user", user]
-        _run([*config, ctr])
-        _run(["buildah", "commit", "--quiet", "--rm", ctr, image.name], stdout=subprocess.DEVNULL)
+        _configure_and_commit(ctr, config, image)
         ctr = ""
-        _run(["buildah", "tag", image.name, image.cache_ref])
     finally:
         if ctr:
             subprocess.run(["buildah", "rm", ctr], env=_env(), check=False, stdout=subprocess.DEVNULL)
+
+
+def _configure_and_commit(ctr: str, config: list[str], image: Image) -> None:
+    """Apply a `buildah config` command to the working container, commit it as the image, tag its cache ref."""
+    _run([*config, ctr])
+    _run(["buildah", "commit", "--quiet", "--rm", ctr, image.name], stdout=subprocess.DEVNULL)
+    _run(["buildah", "tag", image.name, image.cache_ref])
 
 
 def _build_pause(image: Image, src: Path) -> None:

@@ -16,7 +16,6 @@ import argparse
 import ipaddress
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from modelplane_operator.certs import cert_pem, issue, key_pem, new_key
 
 import realnode
+from procs import alive, kill
 
 HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
@@ -155,7 +155,7 @@ class Cluster:
 
     def running(self) -> bool:
         st = self.state()
-        alive = bool(st.get("pids")) and all(_alive(p) for p in st["pids"].values())
+        alive = bool(st.get("pids")) and all(alive(p) for p in st["pids"].values())
         if alive and st.get("real_node"):
             alive = realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, 0).alive()
         return alive
@@ -327,8 +327,8 @@ class Cluster:
         """Stop one component (used by fault tests); `start` brings it back with the same flags."""
         st = self.state()
         pid = st["pids"].get(name)
-        if pid and _alive(pid):
-            _kill(pid)
+        if pid and alive(pid):
+            kill(pid)
 
     def start(self, name: str, timeout: float = 60) -> None:
         st = self.state()
@@ -344,10 +344,10 @@ class Cluster:
                 log("stopping the real node (its pods, kubelet, kube-proxy, containerd)")
             realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, 0).down()
         for name, pid in reversed(list(st.get("pids", {}).items())):
-            if _alive(pid):
+            if alive(pid):
                 if not quiet:
                     log(f"stopping {name}")
-                _kill(pid)
+                kill(pid)
         if st:
             st["pids"] = {}
             self._save(st)
@@ -360,7 +360,7 @@ class Cluster:
                     return
             except Exception:  # not up yet
                 pass
-            dead = [n for n, p in self.state()["pids"].items() if not _alive(p)]
+            dead = [n for n, p in self.state()["pids"].items() if not alive(p)]
             if dead:
                 raise RuntimeError(f"{dead[0]} exited; see {self.logs / (dead[0] + '.log')}")
             time.sleep(0.3)
@@ -425,33 +425,6 @@ def node_manifest(name: str, gpus: int, cpu: str, memory: str, pods: str = "110"
                                 "kubeProxyVersion": "fake"}},
     }
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _kill(pid: int, grace: float = 10) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except OSError:
-        return
-    end = time.monotonic() + grace
-    while time.monotonic() < end and _alive(pid):
-        time.sleep(0.1)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _http_ok(url: str) -> bool:

@@ -19,11 +19,12 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from procs import alive, kill
 
 HACK = Path(__file__).resolve().parent
 NODE_NAME = "real-cpu-0"
@@ -304,14 +305,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     # --------------------------------------------------------------------------------------------------------------
     def alive(self) -> bool:
         pids = self.state().get("pids", {})
-        return bool(pids) and all(_alive(p) for p in pids.values())
+        return bool(pids) and all(alive(p) for p in pids.values())
 
     def _wait(self, check, timeout: float, what: str) -> None:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if check():
                 return
-            dead = [n for n, p in self.state().get("pids", {}).items() if not _alive(p)]
+            dead = [n for n, p in self.state().get("pids", {}).items() if not alive(p)]
             if dead:
                 raise RuntimeError(f"{dead[0]} exited; see {self.logs / (dead[0] + '.log')}")
             time.sleep(0.5)
@@ -324,14 +325,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         pids = st.get("pids", {})
         if not pids:
             return
-        _kill(pids.get("kubelet"))
-        if _alive(pids.get("containerd")) and (self.bin / "crictl").exists():
+        kill(pids.get("kubelet"))
+        if alive(pids.get("containerd")) and (self.bin / "crictl").exists():
             self.crictl("rmp", "--all", "--force", check=False)
         for name in ("kube-proxy", "containerd"):
-            _kill(pids.get(name))
+            kill(pids.get(name))
         self._kill_leftovers()
         for name in ("nodeproxy", "netns"):
-            _kill(pids.get(name))
+            kill(pids.get(name))
         subprocess.run(["umount", "--recursive", "--lazy", str(self.kubelet_dir)], capture_output=True)
         for h in cgroup_hierarchies():
             _remove_cgroup(h / self.cgroup_root.lstrip("/"))
@@ -347,11 +348,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             except OSError:
                 continue
             if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and str(self.sock).encode() in cmdline:
-                _kill(int(proc.name), grace=0)
+                kill(int(proc.name), grace=0)
         for h in cgroup_hierarchies():
             for procs in (h / self.cgroup_root.lstrip("/")).rglob("cgroup.procs"):
                 for pid in procs.read_text().split():
-                    _kill(int(pid), grace=0)
+                    kill(int(pid), grace=0)
 
 
 def _remove_cgroup(path: Path) -> None:
@@ -366,33 +367,4 @@ def _remove_cgroup(path: Path) -> None:
         path.rmdir()
         path.parent.rmdir()  # /modelplane, once the last cluster's is gone
     except OSError:
-        pass
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
-
-
-def _kill(pid: int | None, grace: float = 10) -> None:
-    if not _alive(pid):
-        return
-    try:
-        os.kill(pid, signal.SIGTERM if grace else signal.SIGKILL)
-    except OSError:
-        return
-    end = time.monotonic() + grace
-    while time.monotonic() < end and _alive(pid):
-        time.sleep(0.1)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
         pass

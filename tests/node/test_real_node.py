@@ -1,0 +1,198 @@
+"""The product as a user's cluster runs it, on the real node: the operator from its chart and image, the rendered vLLM
+pod from its image with the kubelet's own probes, agents in pods reaching the Model through CoreDNS and kube-proxy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import bind_weights, get_json, pod_logs
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "bench" / "results"
+
+
+def tiny(name: str, **spec) -> dict:
+    """The tiny model on the CPU profile, sized for a 2-core node (the default asks for 2 CPUs)."""
+    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": name},
+            "spec": {"source": "pvc://weights/tiny", "gpus": 0, "engineArgs": {"maxModelLen": 512},
+                     "resources": {"requests": {"cpu": "500m"}}, **spec}}
+
+
+def watch_phases(kube, namespace: str, name: str, until: str, timeout: float) -> list[str]:
+    """The Model's phases in the order they were seen, polled every half second until `until`."""
+    seen: list[str] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        model = kube.get("model", name, namespace) or {}
+        phase = (model.get("status") or {}).get("phase")
+        if phase and (not seen or seen[-1] != phase):
+            seen.append(phase)
+        if phase == until:
+            return seen
+        time.sleep(0.5)
+    pods = kube.run("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+    events = kube.run("get", "events", "-n", namespace, check=False).stdout
+    raise AssertionError(f"{name} not {until} in {timeout}s; phases {seen}\n{pods}\n{events}")
+
+
+def proxy_get(kube, namespace: str, service: str, path: str) -> str:
+    """GET through the API server's Service proxy (which reaches the node through its egress)."""
+    return kube.run("get", "--raw", f"/api/v1/namespaces/{namespace}/services/{service}:8000/proxy{path}").stdout
+
+
+@pytest.fixture(scope="module")
+def served(kube, operator, weights_pv, tmp_path_factory):
+    """The tiny Model served by a real vLLM pod, shared by the tests of this module."""
+    from harness import temporary_namespace
+    with temporary_namespace(kube, "serve") as ns:
+        bind_weights(kube, ns, weights_pv)
+        start = time.monotonic()
+        kube.apply({**tiny("tiny"), "metadata": {"name": "tiny", "namespace": ns}})
+        phases = watch_phases(kube, ns, "tiny", "Ready", timeout=420)
+        ready_s = time.monotonic() - start
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "real-node-tiny-ready.json").write_text(json.dumps(
+            {"apply_to_ready_s": round(ready_s, 1), "phases": phases}, indent=2))
+        print(f"tiny Model: kubectl apply -> Ready in {ready_s:.0f}s on the real node, phases {phases}")
+        yield ns, phases
+
+
+def test_rendered_vllm_pod_becomes_ready_from_kubelet_probes(kube, served):
+    ns, phases = served
+    assert phases[-1] == "Ready" and "Loading" in phases, phases
+    pod = get_json(kube, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=tiny")["items"][0]
+    assert pod["spec"]["nodeName"] == "real-cpu-0"
+    status = pod["status"]["containerStatuses"][0]
+    assert status["ready"] and status["started"] and status["restartCount"] == 0
+    # The pod runs exactly what was rendered: the Deployment's container is the pod's container.
+    deployment = get_json(kube, "deployment", "tiny", "-n", ns)
+    rendered = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert pod["spec"]["containers"][0]["args"] == rendered["args"]
+    assert pod["spec"]["containers"][0]["image"] == rendered["image"]
+    models = json.loads(proxy_get(kube, ns, "tiny", "/v1/models"))
+    assert [m["id"] for m in models["data"]] == ["tiny"]
+    model = kube.get("model", "tiny", ns)
+    assert model["status"]["readyReplicas"] == 1
+    assert model["status"]["endpoint"] == f"http://tiny.{ns}.svc.cluster.local:8000/v1"
+    reasons = kube.run("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=Model",
+                       "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert "Ready" in reasons, reasons
+
+
+def test_agent_pod_calls_the_model_through_cluster_dns(kube, served):
+    """An Agent (the agents image, as examples/agent.yaml runs it) reaches the Model by its Service name."""
+    ns, _ = served
+    kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
+                "metadata": {"name": "team", "namespace": ns},
+                "spec": {"image": "modelplane-agent:0.1.0", "args": ["--turns", "2", "--every", "3600"],
+                         "models": [{"name": "tiny", "default": True}]}})
+    logs = kube.wait_for(lambda: (out := pod_logs(kube, ns, "modelplane.dev/agent=team"))
+                         and "Total completion tokens" in out and out, timeout=240, interval=2,
+                         what="the agent team's answer in its logs")
+    assert "models injected here: tiny" in logs
+    pod = get_json(kube, "pods", "-n", ns, "-l", "modelplane.dev/agent=team")["items"][0]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+    assert env["OPENAI_BASE_URL"] == f"http://tiny.{ns}.svc.cluster.local:8000/v1"
+    assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+
+
+def test_killed_vllm_process_is_restarted_by_kubelet_and_reported(kube, node_cluster, served):
+    ns, _ = served
+    node = node_cluster.node
+    container = node.crictl("ps", "--name", "vllm", "--label", f"io.kubernetes.pod.namespace={ns}", "-q").stdout.split()
+    assert len(container) == 1, container
+    pid = json.loads(node.crictl("inspect", container[0]).stdout)["info"]["pid"]
+    os.kill(pid, signal.SIGKILL)  # a crash, as the OOM killer would do it
+    kube.wait_for(lambda: get_json(kube, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=tiny")["items"][0]
+                  ["status"]["containerStatuses"][0]["restartCount"] == 1, timeout=60, what="the kubelet's restart")
+    phases = watch_phases(kube, ns, "tiny", "Loading", timeout=60)
+    phases += watch_phases(kube, ns, "tiny", "Ready", timeout=300)
+    assert phases[0] == "Loading" and phases[-1] == "Ready", phases
+
+
+CLIENT_CHECK = """
+import os, openai
+base, model = os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_MODEL"]
+try:
+    openai.OpenAI(base_url=base, api_key="wrong-key").models.list()
+    print("without the key: answered")
+except openai.AuthenticationError as e:
+    print("without the key:", e.status_code)
+reply = openai.OpenAI().chat.completions.create(model=model, max_tokens=8,
+                                                messages=[{"role": "user", "content": "Hello"}])
+print("with the injected key:", reply.usage.completion_tokens, "tokens")
+"""
+
+
+def test_spec_change_rolls_out_behind_readiness_and_the_key_is_enforced(kube, served):
+    """Adding an API key is a spec change: the new pod must be ready before the old one goes (the Model never stops
+    serving), and then the Service answers only with the key, which an injected pod gets from the Secret."""
+    ns, _ = served
+    kube.run("create", "secret", "generic", "tiny-key", "-n", ns, "--from-literal=api-key=s3cret-node-key")
+    old = {p["metadata"]["name"] for p in get_json(kube, "pods", "-n", ns, "-l",
+                                                    "app.kubernetes.io/instance=tiny")["items"]}
+    kube.run("patch", "model", "tiny", "-n", ns, "--type=merge", "-p",
+             json.dumps({"spec": {"apiKeySecretRef": {"name": "tiny-key"}}}))
+    end = time.monotonic() + 420
+    while time.monotonic() < end:
+        pods = get_json(kube, "pods", "-n", ns, "-l", "app.kubernetes.io/instance=tiny")["items"]
+        serving = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                          for c in p["status"].get("conditions", []))]
+        assert serving, "no ready vLLM pod during the rollout"
+        assert kube.get("model", "tiny", ns)["status"]["phase"] == "Ready"
+        if not old & {p["metadata"]["name"] for p in pods} and all(p in serving for p in pods):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("the rollout did not finish")
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "client", "namespace": ns, "labels": {"modelplane.dev/inject": "true"},
+        "annotations": {"modelplane.dev/models": "tiny"}},
+        "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "client", "image": "modelplane-agent:0.1.0", "command": ["python", "-c", CLIENT_CHECK]}]}})
+    kube.wait_for(lambda: (kube.get("pod", "client", ns) or {}).get("status", {}).get("phase")
+                  in ("Succeeded", "Failed"), timeout=120, what="the client pod")
+    out = kube.run("logs", "client", "-n", ns).stdout
+    assert "without the key: 401" in out and "with the injected key:" in out, out
+    pod = kube.get("pod", "client", ns)
+    key_env = [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "OPENAI_API_KEY"]
+    ref = key_env[0]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("tiny-key", "api-key"), key_env
+
+
+def test_every_example_runs_or_schedules(kube, operator, weights_pv, namespace):
+    """Each example, applied as a user would: CPU ones run on the real node, GPU ones schedule on the kwok GPU
+    nodes; no pod of the real node crash-loops."""
+    bind_weights(kube, namespace, weights_pv)
+    # examples/secured-pvc.yaml's claim, for a GPU pod: a volume with no node affinity, so a kwok node can take it
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"model-weights-{namespace}"},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                         "hostPath": {"path": str(weights_pv)},
+                         "claimRef": {"namespace": namespace, "name": "model-weights"}}})
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "model-weights", "namespace": namespace},
+                "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                         "volumeName": f"model-weights-{namespace}", "resources": {"requests": {"storage": "1Gi"}}}})
+    examples = sorted(p for p in (REPO / "examples").glob("*.yaml") if p.name != "cpu.yaml")
+    for path in examples:
+        kube.run("apply", "-n", namespace, "-f", str(path))
+    # The examples that name GPU models get the tiny one's configuration too: it is the one that can answer here.
+    kube.wait_for(lambda: (kube.get("model", "tiny", namespace) or {}).get("status", {}).get("phase") == "Ready",
+                  timeout=420, interval=2, what="examples/tiny.yaml Ready")
+    time.sleep(20)
+    pods = get_json(kube, "pods", "-n", namespace)["items"]
+    placed = {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in pods}
+    assert all(placed.values()), placed
+    for p in pods:
+        for s in p["status"].get("containerStatuses", []):
+            waiting = (s.get("state") or {}).get("waiting") or {}
+            assert waiting.get("reason") != "CrashLoopBackOff" and s["restartCount"] == 0, (p["metadata"]["name"], s)
+    gpu = {n for n, node in placed.items() if node.startswith("kwok-gpu")}
+    assert any(n.startswith("qwen-7b-") for n in gpu) and any(n.startswith("tiny-") and placed[n] == "real-cpu-0"
+                                                               for n in placed), placed
