@@ -196,3 +196,57 @@ def test_every_example_runs_or_schedules(kube, operator, weights_pv, namespace):
     gpu = {n for n, node in placed.items() if node.startswith("kwok-gpu")}
     assert any(n.startswith("qwen-7b-") for n in gpu) and any(n.startswith("tiny-") and placed[n] == "real-cpu-0"
                                                                for n in placed), placed
+
+
+INSIDE_CHECK = """
+import os, openai
+base = os.environ.get("OPENAI_BASE_URL")
+print("base url:", base)
+if base:
+    reply = openai.OpenAI().chat.completions.create(model=os.environ["OPENAI_MODEL"], max_tokens=8,
+                                                    messages=[{"role": "user", "content": "Hello"}])
+    print("answered with", reply.usage.completion_tokens, "tokens")
+"""
+
+
+def test_other_namespaces_allowed_and_refused_as_seen_from_their_pods(kube, served):
+    """A Model listing another namespace in allowedNamespaces serves that namespace's Agent and injected pods (with
+    their own Secret of the key's name); a namespace not listed gets nothing, and its pod says so."""
+    from harness import temporary_namespace
+    ns, _ = served
+    with temporary_namespace(kube, "allowed") as allowed, temporary_namespace(kube, "refused") as refused:
+        kube.run("patch", "model", "tiny", "-n", ns, "--type=merge", "-p",
+                 json.dumps({"spec": {"allowedNamespaces": [allowed]}}))
+        key = (kube.get("model", "tiny", ns)["spec"].get("apiKeySecretRef") or {}).get("name")
+        for where in (allowed, refused):
+            if key:  # the operator never copies a key across namespaces: each namespace brings its own Secret
+                data = get_json(kube, "secret", key, "-n", ns)["data"]
+                kube.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": key, "namespace": where},
+                            "data": data})
+            kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {
+                "name": "inside", "namespace": where, "labels": {"modelplane.dev/inject": "true"},
+                "annotations": {"modelplane.dev/models": f"{ns}/tiny"}},
+                "spec": {"restartPolicy": "Never", "containers": [
+                    {"name": "c", "image": "modelplane-agent:0.1.0", "command": ["python", "-c", INSIDE_CHECK]}]}})
+        kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
+                    "metadata": {"name": "team", "namespace": allowed},
+                    "spec": {"image": "modelplane-agent:0.1.0", "args": ["--turns", "1", "--every", "3600"],
+                             "models": [{"name": "tiny", "namespace": ns, "default": True}]}})
+
+        def finished(where):
+            return (kube.get("pod", "inside", where) or {}).get("status", {}).get("phase") in ("Succeeded", "Failed")
+        try:
+            kube.wait_for(lambda: finished(allowed) and finished(refused), timeout=180, what="the pods inside")
+        except AssertionError as e:
+            state = [kube.run(*args, check=False).stdout + kube.run(*args, check=False).stderr for w in (allowed, refused)
+                     for args in (("get", "pods", "-n", w, "-o", "wide"), ("logs", "inside", "-n", w),
+                                  ("describe", "pod", "inside", "-n", w))]
+            raise AssertionError(f"{e}\n" + "\n".join(state)) from None
+        assert "answered with" in kube.run("logs", "inside", "-n", allowed).stdout
+        assert "base url: None" in kube.run("logs", "inside", "-n", refused).stdout
+        annotations = kube.get("pod", "inside", refused)["metadata"]["annotations"]
+        assert f"{ns}/tiny" in annotations.get("modelplane.dev/injection-error", ""), annotations
+        logs = kube.wait_for(lambda: (out := pod_logs(kube, allowed, "modelplane.dev/agent=team"))
+                             and "Total completion tokens" in out and out, timeout=240, interval=2,
+                             what="the allowed namespace's Agent answering")
+        assert "models injected here:" in logs and "tiny" in logs.split("models injected here:")[1].splitlines()[0]
