@@ -48,10 +48,22 @@ def available_models(path: str | os.PathLike | None = None) -> list[str]:
     return [entry["name"] for entry in load_index(path).get("models", [])]
 
 
+def _pod_default(models: list[dict], folder: Path) -> str | None:
+    """The model the webhook made this pod's default: the one whose endpoint is the injected OPENAI_BASE_URL. An
+    injected pod mounts its namespace's shared configuration, whose index has no default of its own."""
+    base_url = os.environ.get("OPENAI_BASE_URL")
+    for entry in models if base_url else ():
+        component = json.loads((folder / entry["file"]).read_text())
+        if component["config"].get("base_url") == base_url:
+            return f"{entry['namespace']}/{entry['name']}"
+    return None
+
+
 def _entry(index: dict, name: str | None, folder: Path) -> dict:
     models = index.get("models", [])
     if name is None:
-        name = index.get("default") or (models[0]["name"] if len(models) == 1 else None)
+        name = (index.get("default") or _pod_default(models, folder)
+                or (models[0]["name"] if len(models) == 1 else None))
         if name is None:
             raise ModelNotFound(f"no default model; name one of: {', '.join(m['name'] for m in models) or 'none'}")
     for entry in models:

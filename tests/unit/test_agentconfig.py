@@ -54,6 +54,15 @@ def test_unknown_model_names_the_available_ones(tmp_path):
     assert component_config(path=folder)["config"]["model"] == "qwen"
 
 
+def test_injected_pod_default_is_the_model_behind_openai_base_url(tmp_path, monkeypatch):
+    """A namespace's shared configuration has no default; the pod's own (its OPENAI_BASE_URL) decides."""
+    folder = write(tmp_path, [(model(), True), (model("llama"), True)])
+    with pytest.raises(ModelNotFound, match="no default model"):
+        component_config(path=folder)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://llama.team-a.svc.cluster.local:8000/v1")
+    assert component_config(path=folder)["config"]["model"] == "llama"
+
+
 def test_key_from_env_and_clear_error_without_it(tmp_path, monkeypatch):
     folder = write(tmp_path, [(model(apiKeySecretRef={"name": "k"}), True)])
     with pytest.raises(ModelNotReady, match="MODELPLANE_API_KEY_TEAM_A_QWEN is not set"):
