@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 
 from modelplane_operator.certs import cert_pem, issue, key_pem, new_key
 
+import images as image_builder
 import realnode
 from procs import alive, kill
 
@@ -80,8 +81,8 @@ def make_pki(pki: Path) -> None:
     ca = issue("modelplane-local-ca", ca_key, ca=True)
     files = {"ca.key": key_pem(ca_key), "ca.crt": cert_pem(ca)}
     service_ip = str(next(ipaddress.ip_network(SERVICE_CIDR).hosts()))
-    sans = ["127.0.0.1", service_ip, realnode.NODE_IP, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local"]
+    sans = ["127.0.0.1", service_ip, realnode.NODE_IP, "localhost", "kubernetes", "kubernetes.default",
+            "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"]
     key = new_key()
     files.update({"apiserver.key": key_pem(key),
                   "apiserver.crt": cert_pem(issue("kube-apiserver", key, (ca, ca_key), sans=sans, server=True))})
@@ -153,12 +154,17 @@ class Cluster:
     def _save(self, state: dict) -> None:
         self.state_file.write_text(json.dumps(state, indent=2))
 
+    def _node_of(self, st: dict) -> realnode.RealNode | None:
+        """The real node a saved state names, if any."""
+        if not st.get("real_node"):
+            return None
+        return realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, st["ports"]["apiserver"])
+
     def running(self) -> bool:
         st = self.state()
-        alive = bool(st.get("pids")) and all(alive(p) for p in st["pids"].values())
-        if alive and st.get("real_node"):
-            alive = realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, 0).alive()
-        return alive
+        node = self._node_of(st)
+        return (bool(st.get("pids")) and all(alive(p) for p in st["pids"].values())
+                and (node is None or node.alive()))
 
     @property
     def server(self) -> str:
@@ -168,9 +174,7 @@ class Cluster:
     def up(self, bin_dir: Path | None = None, timeout: float = 120) -> "Cluster":
         if self.running() and self._healthy():
             log(f"reusing the running cluster in {self.root}")
-            st = self.state()
-            if st.get("real_node"):
-                self.node = realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, st["ports"]["apiserver"])
+            self.node = self._node_of(self.state())
             return self
         self.down(quiet=True)
         bin_dir = Path(bin_dir) if bin_dir else build_binaries()
@@ -268,7 +272,6 @@ class Cluster:
         t0 = time.monotonic()
         images = None
         if self.want_images:
-            import images as image_builder
             only = os.environ.get("MODELPLANE_IMAGES")  # e.g. "pause,coredns,agent" while developing
             images = image_builder.build_images(bin_dir, only.split(",") if only else None)
         self.node.start(lambda user, org, server: client_kubeconfig(
@@ -294,8 +297,7 @@ class Cluster:
         raise TimeoutError(f"the real node did not register in {timeout}s; logs in {self.node.logs}")
 
     def install_dns(self) -> None:
-        """CoreDNS as the cluster DNS (Service 10.96.0.10), so <service>.<namespace>.svc.cluster.local resolves."""
-        import images as image_builder
+        """CoreDNS as the cluster DNS, so <service>.<namespace>.svc.cluster.local resolves."""
         manifest = (HACK / "coredns.yaml").read_text().replace("${IMAGE}", image_builder.coredns_image()) \
             .replace("${DNS_IP}", realnode.DNS_IP)
         kubectl = Path(self.state()["bin"]) / "kubectl"
@@ -305,8 +307,7 @@ class Cluster:
                         "deployment/coredns", "--timeout=120s"], check=True, capture_output=True)
 
     def _node_ready(self, name: str) -> bool:
-        node = self.request("GET", f"/api/v1/nodes/{name}")
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
+        return _ready(self.request("GET", f"/api/v1/nodes/{name}"))
 
     def _audit_flags(self) -> list[str]:
         if not self.audit_log:
@@ -339,10 +340,11 @@ class Cluster:
 
     def down(self, quiet: bool = False) -> None:
         st = self.state()
-        if st.get("real_node"):
+        node = self._node_of(st)
+        if node:
             if not quiet:
                 log("stopping the real node (its pods, kubelet, kube-proxy, containerd)")
-            realnode.RealNode(Path(st["real_node"]), Path(st["bin"]), self.pki, 0).down()
+            node.down()
         for name, pid in reversed(list(st.get("pids", {}).items())):
             if alive(pid):
                 if not quiet:
@@ -390,8 +392,7 @@ class Cluster:
 
     def _nodes_ready(self) -> bool:
         items = self.request("GET", "/api/v1/nodes")["items"]
-        ready = {n["metadata"]["name"] for n in items
-                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n.get("status", {}).get("conditions", []))}
+        ready = {n["metadata"]["name"] for n in items if _ready(n)}
         return all(n["name"] in ready for n in self.nodes)
 
     # nodes ---------------------------------------------------------------------------------------------------
@@ -425,6 +426,9 @@ def node_manifest(name: str, gpus: int, cpu: str, memory: str, pods: str = "110"
                                 "kubeProxyVersion": "fake"}},
     }
 
+
+def _ready(node: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
 
 def _http_ok(url: str) -> bool:

@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import images as image_builder
 from procs import alive, kill
 
 HACK = Path(__file__).resolve().parent
@@ -157,13 +158,12 @@ class RealNode:
                 "--kubelet-preferred-address-types=InternalIP"]
 
     # phase 2: once the API server answers ---------------------------------------------------------------------
-    def start(self, kubeconfig_for, images: list | None, timeout: float = 180) -> None:
+    def start(self, kubeconfig_for, images: list | None) -> None:
         """containerd (images imported), kubelet and kube-proxy; returns once they run (the caller waits for the
         Node to be Ready). `kubeconfig_for(user, org, server)` writes a kubeconfig with a client certificate."""
         server = f"https://{NODE_IP}:{self.api_port}"
         self._start_containerd()
         if images:
-            import images as image_builder
             image_builder.import_images(str(self.sock), images)
         self._start_kubelet(kubeconfig_for(f"system:node:{NODE_NAME}", "system:nodes", server))
         self._start_kube_proxy(kubeconfig_for("system:kube-proxy", None, server))
@@ -189,7 +189,6 @@ class RealNode:
         state = self.root / "containerd-state"
         cni_conf = self.root / "cni"
         cni_conf.mkdir(exist_ok=True)
-        import images as image_builder
         config = self.root / "containerd.toml"
         config.write_text(f"""version = 2
 root = "{root}"
