@@ -13,6 +13,13 @@ start=$SECONDS
 step=$SECONDS
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; step=$SECONDS; }
 took() { printf '   (%ss)\n' "$((SECONDS - step))"; }
+# Waits until the pods selected by $1 have logged an AutoGen team's summary (an answer from the model).
+answered() {
+  until kubectl logs -n demo -l "$1" --tail=-1 2>/dev/null | grep -q "Total completion tokens"; do
+    sleep 2
+    if [ $((SECONDS - step)) -gt 300 ]; then kubectl describe pods -n demo -l "$1"; exit 1; fi
+  done
+}
 
 say "1. Local cluster: control plane, kwok GPU nodes, one real node (the first run builds binaries and images: long)"
 bin="$(bash hack/build-binaries.sh)"
@@ -55,10 +62,7 @@ took
 say "4. An Agent: an AutoGen team in a pod (the agents image), calling tiny through the injected configuration"
 kubectl apply -n demo -f examples/tiny-agent.yaml
 kubectl get agent tiny-team -n demo
-until kubectl logs -n demo -l modelplane.dev/agent=tiny-team --tail=-1 2>/dev/null | grep -q "Total completion tokens"; do
-  sleep 2
-  if [ $((SECONDS - step)) -gt 300 ]; then kubectl describe pods -n demo -l modelplane.dev/agent=tiny-team; exit 1; fi
-done
+answered modelplane.dev/agent=tiny-team
 echo "   kubectl logs -l modelplane.dev/agent=tiny-team:"
 kubectl logs -n demo -l modelplane.dev/agent=tiny-team --tail=-1 | sed 's/^/   | /'
 took
@@ -66,10 +70,7 @@ took
 say "5. Any workload, opted in: examples/injected-deployment.yaml, its models annotation pointed at tiny"
 sed 's|modelplane.dev/models: "[^"]*"|modelplane.dev/models: "tiny"|' examples/injected-deployment.yaml \
   | kubectl apply -n demo -f -
-until kubectl logs -n demo -l app=my-agent --tail=-1 2>/dev/null | grep -q "Total completion tokens"; do
-  sleep 2
-  if [ $((SECONDS - step)) -gt 300 ]; then kubectl describe pods -n demo -l app=my-agent; exit 1; fi
-done
+answered app=my-agent
 echo "   injected env: $(kubectl get pod -n demo -l app=my-agent -o jsonpath='{.items[0].spec.containers[0].env[*].name}')"
 kubectl logs -n demo -l app=my-agent --tail=-1 | tail -n 4 | sed 's/^/   | /'
 took

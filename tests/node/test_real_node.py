@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import bind_weights, get_json, pod_logs
+from harness import temporary_namespace
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
@@ -47,9 +48,8 @@ def proxy_get(kube, namespace: str, service: str, path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def served(kube, operator, weights_pv, tmp_path_factory):
+def served(kube, operator, weights_pv):
     """The tiny Model served by a real vLLM pod, shared by the tests of this module."""
-    from harness import temporary_namespace
     with temporary_namespace(kube, "serve") as ns:
         bind_weights(kube, ns, weights_pv)
         start = time.monotonic()
@@ -212,7 +212,6 @@ if base:
 def test_other_namespaces_allowed_and_refused_as_seen_from_their_pods(kube, served):
     """A Model listing another namespace in allowedNamespaces serves that namespace's Agent and injected pods (with
     their own Secret of the key's name); a namespace not listed gets nothing, and its pod says so."""
-    from harness import temporary_namespace
     ns, _ = served
     with temporary_namespace(kube, "allowed") as allowed, temporary_namespace(kube, "refused") as refused:
         kube.run("patch", "model", "tiny", "-n", ns, "--type=merge", "-p",
