@@ -25,6 +25,20 @@ def cert_pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """`name` as an IP address if it is one (127.0.0.1, ::1), else None: a host name may start with a digit."""
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def _san_text(name: str) -> str:
+    """How a SAN reads back from a certificate: IP addresses in their canonical form."""
+    ip = _ip(name)
+    return str(ip) if ip is not None else name
+
+
 def issue(cn: str, key, issuer=None, *, ca=False, org=None, sans=(), server=False, days=365):
     """A certificate for `key`; self-signed when `issuer` is None, else `issuer` = (cert, key)."""
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
@@ -45,7 +59,7 @@ def issue(cn: str, key, issuer=None, *, ca=False, org=None, sans=(), server=Fals
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if sans:
-        names = [x509.IPAddress(ipaddress.ip_address(s)) if s[0].isdigit() else x509.DNSName(s) for s in sans]
+        names = [x509.IPAddress(ip) if (ip := _ip(s)) is not None else x509.DNSName(s) for s in sans]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
 
@@ -78,7 +92,7 @@ def needs_renewal(cert_pem_bytes: bytes | None, sans: list[str], min_days: int =
         return True
     covered = {str(n.value) for n in names}
     left = cert.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)
-    return not set(sans) <= covered or left < datetime.timedelta(days=min_days)
+    return not {_san_text(s) for s in sans} <= covered or left < datetime.timedelta(days=min_days)
 
 
 def new_serving_bundle(cn: str, sans: list[str]) -> dict[str, bytes]:

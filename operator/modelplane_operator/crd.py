@@ -35,10 +35,33 @@ ENGINE_ARG_BOUNDS = {
     "gpuMemoryUtilization": {"minimum": 0, "exclusiveMinimum": True, "maximum": 1},
     "pipelineParallelSize": {"minimum": 1},
     "dataParallelSize": {"minimum": 1},
+    "prefillContextParallelSize": {"minimum": 1},
     "maxNumSeqs": {"minimum": 1},
     "maxNumBatchedTokens": {"minimum": 1},
     "seed": {"minimum": 0},
 }
+
+
+# With the tensor parallel size, the factors of the GPUs one replica uses: vLLM starts dataParallelSize engines of
+# tensor × pipeline × prefill-context parallel workers each, one GPU per worker (its ParallelConfig.world_size).
+PARALLEL_FACTORS = ("pipelineParallelSize", "prefillContextParallelSize", "dataParallelSize")
+# vLLM options the operator refuses at admission (a CEL rule on spec.engineArgs names the field), and why. The same
+# flags are refused in extraArgs; a Model stored before the refusal has them ignored (engine.engine_flags_and_ignored).
+REFUSED_ENGINE_ARGS = {
+    "sslCertfile": "vLLM would serve HTTPS, while the operator's probes and the Model's endpoint are plain HTTP",
+    "sslKeyfile": "vLLM would serve HTTPS, while the operator's probes and the Model's endpoint are plain HTTP",
+    "headless": "vLLM would start no API server, so the Model could never serve or become Ready",
+}
+
+
+def refused_engine_args() -> dict[str, str]:
+    """REFUSED_ENGINE_ARGS that the pinned vLLM has (a CEL rule may only name a field of the schema)."""
+    return {name: why for name, why in REFUSED_ENGINE_ARGS.items() if name in vllm_options()["options"]}
+
+
+def parallel_factors() -> tuple[str, ...]:
+    """PARALLEL_FACTORS that the pinned vLLM has."""
+    return tuple(name for name in PARALLEL_FACTORS if name in vllm_options()["options"])
 
 
 def engine_args_schema() -> dict:
@@ -46,10 +69,19 @@ def engine_args_schema() -> dict:
     flags_pattern = "|".join(RESERVED_FLAGS)
     generated = vllm_options()
     properties = {}
+    refused = refused_engine_args()
     for name, opt in generated["options"].items():
         properties[name] = {**opt["schema"], **ENGINE_ARG_BOUNDS.get(name, {})}
+        if name in refused:
+            properties[name]["description"] = (f"Refused by the operator: {refused[name]}. "
+                                               f"{opt['schema']['description']}")
+    factors = " × ".join(parallel_factors())
     properties["tensorParallelSize"] = integer(
-        "Tensor parallel size (--tensor-parallel-size). Defaults to gpus / pipelineParallelSize.", minimum=1)
+        f"Tensor parallel size (--tensor-parallel-size). Defaults to gpus / ({factors}); with gpus > 0, "
+        f"tensorParallelSize × {factors} must equal gpus.", minimum=1)
+    refused_flags = [generated["options"][name]["flag"] for name in refused]
+    # vLLM's parser reads --ssl_keyfile as --ssl-keyfile.
+    refused_pattern = "|".join(flag[2:].replace("-", "[-_]") for flag in refused_flags)
     properties["extraArgs"] = array(
         "Further vLLM command-line arguments, passed as given after the typed ones (for flags of other vLLM "
         f"versions). The operator owns --{', --'.join(RESERVED_FLAGS)}: set the API key with "
@@ -57,14 +89,20 @@ def engine_args_schema() -> dict:
         string("One argument.", maxLength=4096), maxItems=128,
         rules=[(f"self.all(a, !a.matches('^--({flags_pattern})(=.*)?$'))",
                 "must not set --model, --host, --port, --api-key or --served-model-name: the operator "
-                "sets them (use spec.servedModelName and spec.apiKeySecretRef)")])
+                "sets them (use spec.servedModelName and spec.apiKeySecretRef)"),
+               *([(f"self.all(a, !a.matches('^--({refused_pattern})(=.*)?$'))",
+                   f"must not set {', '.join(refused_flags)}: the operator serves plain HTTP through vLLM's API "
+                   "server (see the engineArgs fields of the same names)")] if refused else [])])
     return obj(
         f"vLLM engine and server options, generated from vLLM {generated['vllmVersion']}'s own argument parser. "
         "Each field is the vLLM flag in camelCase (maxModelLen -> --max-model-len); booleans render as --flag or "
         "--no-flag, objects as JSON. Unknown fields are rejected; extraArgs passes anything else through.",
         dict(sorted(properties.items())),
         rules=[("!has(self.enableAutoToolChoice) || !self.enableAutoToolChoice || has(self.toolCallParser)",
-                "enableAutoToolChoice requires toolCallParser", ".toolCallParser")],
+                "enableAutoToolChoice requires toolCallParser", ".toolCallParser"),
+               *[(f"!has(self.{name})" + (f" || !self.{name}" if properties[name].get("type") == "boolean" else ""),
+                  f"{name} is not supported: {why}", f".{name}")
+                 for name, why in refused.items()]],
     )
 
 
@@ -117,6 +155,24 @@ def source_rules() -> list:
         ("!self.matches('[\\\\s\\\\x00-\\\\x1f]')", "must not contain whitespace or control characters"),
     ]
 
+
+def parallel_rules() -> list:
+    """With gpus > 0, a replica's GPUs are exactly what vLLM will use: tensorParallelSize × PARALLEL_FACTORS (unset
+    ones count 1). Without tensorParallelSize, the operator derives it, so the other factors must divide gpus."""
+    factors = parallel_factors()
+    product = " * ".join(f"(has(self.engineArgs.{n}) ? self.engineArgs.{n} : 1)" for n in factors) or "1"
+    names = " × ".join(f"engineArgs.{n}" for n in factors)
+    guard = "self.gpus == 0 || !has(self.engineArgs) || "
+    return [
+        (guard + f"!has(self.engineArgs.tensorParallelSize) || self.engineArgs.tensorParallelSize * {product} == "
+         "self.gpus", f"engineArgs.tensorParallelSize × {' × '.join(factors)} must equal gpus (unset sizes count 1)",
+         ".engineArgs.tensorParallelSize"),
+        *[(guard + f"has(self.engineArgs.tensorParallelSize) || !has(self.engineArgs.{n}) || "
+           f"self.gpus % ({product}) == 0",
+           f"gpus must be a multiple of {names} (unset sizes count 1): the tensor parallel size is gpus divided "
+           "by their product", f".engineArgs.{n}")
+          for n in factors],
+    ]
 
 def model_spec_schema() -> dict:
     return obj(
@@ -182,17 +238,7 @@ def model_spec_schema() -> dict:
             ("!has(self.gpuType) || self.gpus > 0", "gpuType requires gpus > 0", ".gpuType"),
             ("!has(self.credentialsSecretRef) || !self.source.startsWith('pvc://')",
              "credentialsSecretRef does not apply to pvc:// sources", ".credentialsSecretRef"),
-            ("self.gpus == 0 || !has(self.engineArgs) || !has(self.engineArgs.tensorParallelSize) || "
-             "!has(self.engineArgs.pipelineParallelSize) || "
-             "self.engineArgs.tensorParallelSize * self.engineArgs.pipelineParallelSize == self.gpus",
-             "engineArgs.tensorParallelSize × engineArgs.pipelineParallelSize must equal gpus",
-             ".engineArgs.tensorParallelSize"),
-            ("self.gpus == 0 || !has(self.engineArgs) || !has(self.engineArgs.tensorParallelSize) || "
-             "self.gpus % self.engineArgs.tensorParallelSize == 0",
-             "gpus must be a multiple of engineArgs.tensorParallelSize", ".engineArgs.tensorParallelSize"),
-            ("self.gpus == 0 || !has(self.engineArgs) || !has(self.engineArgs.pipelineParallelSize) || "
-             "self.gpus % self.engineArgs.pipelineParallelSize == 0",
-             "gpus must be a multiple of engineArgs.pipelineParallelSize", ".engineArgs.pipelineParallelSize"),
+            *parallel_rules(),
         ],
     )
 
