@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 CONFIG_DIR_ENV = "MODELPLANE_CONFIG_DIR"
@@ -19,8 +20,18 @@ DEFAULT_CONFIG_DIR = "/etc/modelplane"
 INDEX_FILE = "index.json"
 # vLLM without --api-key accepts any key, but the OpenAI client insists on having one.
 NO_KEY = "no-key"
+# The only client classes a mounted config may name (the operator writes the first): an API key is only ever handed
+# to AutoGen's OpenAI-compatible client, never to whatever class a tampered or foreign file names. The short names
+# are AutoGen's own aliases of the same class (autogen_core WELL_KNOWN_PROVIDERS).
+OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
+ALLOWED_PROVIDERS = frozenset({
+    OPENAI_PROVIDER,
+    "OpenAIChatCompletionClient",
+    "openai_chat_completion_client",
+})
 
-__all__ = ["ModelNotFound", "ModelNotReady", "available_models", "component_config", "load_index", "model_client"]
+__all__ = ["ALLOWED_PROVIDERS", "ModelNotFound", "ModelNotReady", "UnsupportedProvider", "available_models",
+           "component_config", "load_index", "model_client"]
 
 
 class ModelNotFound(LookupError):
@@ -29,6 +40,10 @@ class ModelNotFound(LookupError):
 
 class ModelNotReady(RuntimeError):
     """The model is known but the operator reports it is not ready to serve."""
+
+
+class UnsupportedProvider(ValueError):
+    """The model's component config names a client class other than the OpenAI-compatible one modelplane writes."""
 
 
 def config_dir(path: str | os.PathLike | None = None) -> Path:
@@ -82,9 +97,16 @@ def component_config(name: str | None = None, *, path: str | os.PathLike | None 
         raise ModelNotReady(f"model {entry['name']!r} is not ready (see `kubectl describe model {entry['name']} "
                             f"-n {entry['namespace']}`)")
     component = json.loads((folder / entry["file"]).read_text())
+    provider = component.get("provider")
+    if not isinstance(provider, str) or provider not in ALLOWED_PROVIDERS:
+        raise UnsupportedProvider(f"model {entry['name']!r}: provider {provider!r} in {folder / entry['file']} is not "
+                                  f"allowed; only {OPENAI_PROVIDER} (the OpenAI-compatible client modelplane "
+                                  "configures, or an AutoGen alias of it) is loaded")
     cfg = component["config"]
     key_env = entry.get("apiKeyEnv")
-    cfg["api_key"] = os.environ.get(key_env, "") if key_env else NO_KEY
+    # Pods started before the operator's names gained their hash suffix carry the name without it.
+    cfg["api_key"] = (os.environ.get(key_env) or os.environ.get(re.sub(r"_[0-9A-F]{8}$", "", key_env), "")
+                      if key_env else NO_KEY)
     if key_env and not cfg["api_key"]:
         raise ModelNotReady(f"model {entry['name']!r} needs an API key, but {key_env} is not set in this pod")
     if base_url:

@@ -4,6 +4,7 @@ secretKeyRef env var, named in the index."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -47,12 +48,17 @@ def client_component(model: dict, config: Config, base_url: str | None = None) -
 
 
 def api_key_env(model: dict) -> str | None:
-    """Name of the env var that carries this Model's API key into an agent pod, if the Model has one."""
+    """Name of the env var that carries this Model's API key into an agent pod, if the Model has one:
+    MODELPLANE_API_KEY_<NAMESPACE>_<NAME>_<HASH>. Upper case with `_` for `-` is readable but loses where the
+    namespace ends (team-a/x and team/a-x both give TEAM_A_X), so 8 hex digits of the SHA-256 of "namespace/name"
+    tell such Models apart. Stable: the same Model always gets the same name. Agents read it from index.json."""
     if not (model.get("spec") or {}).get("apiKeySecretRef"):
         return None
     meta = model["metadata"]
-    suffix = re.sub(r"[^A-Z0-9]", "_", f"{meta['namespace']}_{meta['name']}".upper())
-    return f"MODELPLANE_API_KEY_{suffix}"
+    key = f"{meta['namespace']}/{meta['name']}"
+    readable = re.sub(r"[^A-Z0-9]", "_", key.upper())
+    digest = hashlib.sha256(key.encode()).hexdigest()[:8].upper()
+    return f"MODELPLANE_API_KEY_{readable}_{digest}"
 
 
 def index_entry(model: dict, config: Config, ready: bool) -> dict:

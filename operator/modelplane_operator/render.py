@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import cpuprofile, engine, source as sources
+from . import cpuprofile, engine, quantity, source as sources
 from .config import FIELD_MANAGER, GROUP, SERVER_PORT, VERSION, Config
 from .crd import model_spec_with_defaults
 
@@ -62,15 +62,40 @@ def server_args(model: dict, src: sources.ModelSource, engine_defaults: dict | N
             *engine.engine_flags(spec_of(model), engine_defaults)]
 
 
+def merge_env(env: list[dict]) -> list[dict]:
+    """One entry per name, as server-side apply requires (it keys a container's env by name and refuses a name
+    twice): each name keeps the place of its first entry and the value of its last. Callers put the user's env last,
+    so the user's value wins over what the operator sets."""
+    merged: dict[str, dict] = {}
+    for entry in env:
+        merged[entry["name"]] = entry  # a dict keeps the place a key was first given
+    return list(merged.values())
+
+
+def cache_claim(spec: dict) -> str | None:
+    return (spec.get("cache") or {}).get("claimName") or None
+
+
 def container_resources(spec: dict, config: Config) -> dict:
+    """The operator's default requests (per GPU, or the CPU profile's; ephemeral-storage for an emptyDir cache) with
+    the Model's resources over them. A resource the Model limits but does not request gets the smaller of the default
+    request and its limit: a request above the limit would make the Deployment invalid."""
     gpus = spec["gpus"]
     if gpus:
-        requests = {"cpu": _times(config.gpu_cpu_request, gpus), "memory": _times(config.gpu_memory_request, gpus)}
+        requests = {"cpu": quantity.times(config.gpu_cpu_request, gpus),
+                    "memory": quantity.times(config.gpu_memory_request, gpus)}
     else:
         requests = {"cpu": config.cpu_profile_cpu_request, "memory": config.cpu_profile_memory_request}
+    if not cache_claim(spec):
+        requests["ephemeral-storage"] = (quantity.times(config.gpu_cache_request, gpus) if gpus
+                                         else config.cpu_profile_cache_request)
     user = spec.get("resources") or {}
-    requests.update({k: str(v) for k, v in (user.get("requests") or {}).items()})
+    user_requests = {k: str(v) for k, v in (user.get("requests") or {}).items()}
     limits = {k: str(v) for k, v in (user.get("limits") or {}).items()}
+    for name, limit in limits.items():
+        if name in requests and name not in user_requests:
+            requests[name] = quantity.smaller(requests[name], limit)
+    requests.update(user_requests)
     if gpus:
         limits[spec.get("gpuResourceName") or config.gpu_resource] = str(gpus)
     out = {"requests": requests}
@@ -79,10 +104,54 @@ def container_resources(spec: dict, config: Config) -> dict:
     return out
 
 
-def _times(quantity: str, n: int) -> str:
-    """'16Gi' * 2 -> '32Gi' for the simple quantities used as defaults."""
-    digits = "".join(c for c in quantity if c.isdigit())
-    return f"{int(digits) * n}{quantity[len(digits):]}"
+def cache_volume(spec: dict, resources: dict, config: Config) -> dict:
+    """The weights cache: the Model's claim, else an emptyDir with a sizeLimit. That is the container's
+    ephemeral-storage limit when it has one (the kubelet evicts at that anyway), else the operator's default, raised to
+    the ephemeral-storage request if that is larger (a Model that asks for more storage means to use it)."""
+    if cache_claim(spec):
+        return {"name": "cache", "persistentVolumeClaim": {"claimName": cache_claim(spec)}}
+    limit = (resources.get("limits") or {}).get("ephemeral-storage")
+    if limit is None:
+        default = (quantity.times(config.gpu_cache_size_limit, spec["gpus"]) if spec["gpus"]
+                   else config.cpu_profile_cache_size_limit)
+        request = (resources.get("requests") or {}).get("ephemeral-storage")
+        limit = quantity.larger(default, request) if request is not None else default
+    return {"name": "cache", "emptyDir": {"sizeLimit": str(limit)}}
+
+
+SHUTDOWN_FLAG = "--shutdown-timeout"
+
+
+def _last_flag_value(args: list, flag: str) -> str | None:
+    """The value the last `flag` in `args` gives (`--flag=v` or `--flag v`), None when none does."""
+    value = None
+    for i, arg in enumerate(map(str, args)):
+        if arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+        elif arg == flag and i + 1 < len(args):
+            value = str(args[i + 1])
+    return value
+
+
+def shutdown(spec: dict, config: Config) -> tuple[dict, dict, dict]:
+    """How a server pod stops without cutting the requests it serves: (engineArgs defaults, container fields,
+    pod fields). The preStop hook's sleep lets the endpoints drop the pod before vLLM gets SIGTERM; vLLM then drains
+    for its --shutdown-timeout (the Model's engineArgs.shutdownTimeout or extraArgs win over the operator's
+    default); the grace period covers both and the engine's exit. The sleep action needs no binary in the image
+    (Kubernetes 1.30+, on by default; GA in 1.34)."""
+    args = spec.get("engineArgs") or {}
+    defaults: dict = {}
+    extra = _last_flag_value(args.get("extraArgs") or [], SHUTDOWN_FLAG)
+    if extra is not None:
+        drain = int(extra) if extra.isdigit() else int(config.server_drain_seconds)
+    elif args.get("shutdownTimeout") is not None:
+        drain = int(args["shutdownTimeout"])
+    else:
+        drain = defaults["shutdownTimeout"] = int(config.server_drain_seconds)
+    prestop = int(config.server_prestop_seconds)
+    container = {"lifecycle": {"preStop": {"sleep": {"seconds": prestop}}}} if prestop > 0 else {}
+    pod = {"terminationGracePeriodSeconds": prestop + max(0, drain) + int(config.server_exit_seconds)}
+    return defaults, container, pod
 
 
 def pod_placement(spec: dict, config: Config) -> dict:
@@ -124,14 +193,14 @@ def render_deployment(model: dict, config: Config) -> dict:
     # On CPU, vLLM sizes its KV cache and threads from the node unless told otherwise: tell it the pod's share.
     engine_defaults, cpu_env = ({}, []) if spec["gpus"] else cpuprofile.cpu_settings(
         resources, spec.get("engineArgs"), spec.get("env"))
+    shutdown_defaults, shutdown_container, shutdown_pod = shutdown(spec, config)
+    engine_defaults = {**engine_defaults, **shutdown_defaults}
     env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}, *src.env]
     if spec.get("apiKeySecretRef"):
         # vLLM reads VLLM_API_KEY itself, so the key never appears in the process arguments.
         env.append(sources.secret_env("VLLM_API_KEY", spec["apiKeySecretRef"], "api-key"))
     env += cpu_env
-    env += spec.get("env") or []
-    cache = ({"persistentVolumeClaim": {"claimName": spec["cache"]["claimName"]}}
-             if (spec.get("cache") or {}).get("claimName") else {"emptyDir": {}})
+    env = merge_env(env + list(spec.get("env") or []))  # the user's env wins
     shm = str(spec.get("shmSize") or (config.shm_size if spec["gpus"] else "1Gi"))
     container = {
         "name": "vllm",
@@ -144,6 +213,7 @@ def render_deployment(model: dict, config: Config) -> dict:
         "volumeMounts": [{"name": "cache", "mountPath": CACHE_MOUNT}, {"name": "shm", "mountPath": "/dev/shm"},
                          *src.mounts],
         **probes(spec),
+        **shutdown_container,
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                             "seccompProfile": {"type": "RuntimeDefault"}},
     }
@@ -153,11 +223,12 @@ def render_deployment(model: dict, config: Config) -> dict:
         container["imagePullPolicy"] = spec["imagePullPolicy"]
     pod_spec = {
         "containers": [container],
-        "volumes": [{"name": "cache", **cache}, {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
-                    *src.volumes],
+        "volumes": [cache_volume(spec, resources, config),
+                    {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}}, *src.volumes],
         # A Service named like VLLM_* would otherwise inject env vars that vLLM reads as its own settings.
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
+        **shutdown_pod,
         **pod_placement(spec, config),
     }
     metadata = _metadata(model)

@@ -1,6 +1,7 @@
 """The AutoGen configuration derived from a Model, and the agents library loading it."""
 
 import json
+import re
 
 import pytest
 
@@ -32,10 +33,20 @@ def test_component_config_points_at_the_model():
 
 def test_key_travels_by_env_var_name_only():
     keyed = model(apiKeySecretRef={"name": "keys"})
-    assert api_key_env(keyed) == "MODELPLANE_API_KEY_TEAM_A_QWEN"
+    assert api_key_env(keyed) == "MODELPLANE_API_KEY_TEAM_A_QWEN_CC7FBD91"  # stable: agents' pods name it
     assert api_key_env(model()) is None
     files = config_files([(keyed, True)], Config())
-    assert json.loads(files["index.json"])["models"][0]["apiKeyEnv"] == "MODELPLANE_API_KEY_TEAM_A_QWEN"
+    assert json.loads(files["index.json"])["models"][0]["apiKeyEnv"] == "MODELPLANE_API_KEY_TEAM_A_QWEN_CC7FBD91"
+
+
+def test_key_env_names_of_models_that_normalise_alike_differ():
+    """team-a/x and team/a-x both read TEAM_A_X once `-` and `/` become `_`: the names must still differ, and stay
+    valid env var names."""
+    names = {api_key_env(model(name, ns, apiKeySecretRef={"name": "k"}))
+             for ns, name in [("team-a", "x"), ("team", "a-x"), ("team-a-x", "y"), ("team", "a-x-y"), ("t", "e")]}
+    assert len(names) == 5
+    assert all(re.fullmatch(r"[A-Z_][A-Z0-9_]*", n) for n in names)
+    assert api_key_env(model("x", "team-a", apiKeySecretRef={"name": "k"})).startswith("MODELPLANE_API_KEY_TEAM_A_X_")
 
 
 def test_library_loads_a_real_autogen_client(tmp_path):
@@ -65,9 +76,9 @@ def test_injected_pod_default_is_the_model_behind_openai_base_url(tmp_path, monk
 
 def test_key_from_env_and_clear_error_without_it(tmp_path, monkeypatch):
     folder = write(tmp_path, [(model(apiKeySecretRef={"name": "k"}), True)])
-    with pytest.raises(ModelNotReady, match="MODELPLANE_API_KEY_TEAM_A_QWEN is not set"):
+    with pytest.raises(ModelNotReady, match="MODELPLANE_API_KEY_TEAM_A_QWEN_CC7FBD91 is not set"):
         component_config("qwen", path=folder)
-    monkeypatch.setenv("MODELPLANE_API_KEY_TEAM_A_QWEN", "sekret")
+    monkeypatch.setenv("MODELPLANE_API_KEY_TEAM_A_QWEN_CC7FBD91", "sekret")
     assert component_config("qwen", path=folder)["config"]["api_key"] == "sekret"
 
 
@@ -80,3 +91,9 @@ def test_not_ready_model_refused_when_asked(tmp_path):
 def test_missing_config_folder_is_explained(tmp_path):
     with pytest.raises(ModelNotFound, match="MODELPLANE_CONFIG_DIR"):
         available_models(tmp_path / "nothing")
+
+
+def test_pods_started_before_the_hashed_key_names_still_find_their_key(tmp_path, monkeypatch):
+    folder = write(tmp_path, [(model(apiKeySecretRef={"name": "k"}), True)])
+    monkeypatch.setenv("MODELPLANE_API_KEY_TEAM_A_QWEN", "from-before")  # the name an older operator injected
+    assert component_config("qwen", path=folder)["config"]["api_key"] == "from-before"

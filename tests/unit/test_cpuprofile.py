@@ -99,4 +99,4 @@ def test_gpu_models_render_as_before(spec):
     assert c["env"] == [{"name": "HF_HOME", "value": "/cache/huggingface"}]
     tp = ["--tensor-parallel-size", "2"] if spec["gpus"] == 2 else []
     assert c["args"] == ["--model", "Qwen/Qwen2.5-7B-Instruct", "--served-model-name", "m", "--host", "0.0.0.0",
-                         "--port", "8000", *tp, "--enable-force-include-usage"]
+                         "--port", "8000", *tp, "--enable-force-include-usage", "--shutdown-timeout", "90"]

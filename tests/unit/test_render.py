@@ -39,7 +39,7 @@ def test_gpu_limit_requests_toleration_and_image():
     dep = render_deployment(model({"gpus": 2}), CFG)
     c = container(dep)
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
-    assert c["resources"]["requests"] == {"cpu": "8", "memory": "32Gi"}
+    assert c["resources"]["requests"] == {"cpu": "8", "memory": "32Gi", "ephemeral-storage": "40Gi"}
     assert c["image"] == CFG.vllm_image
     pod = dep["spec"]["template"]["spec"]
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
@@ -76,7 +76,7 @@ def test_placement_fields():
 def test_user_resources_merge_over_defaults_but_gpu_limit_comes_from_gpus():
     spec = {"resources": {"requests": {"memory": "64Gi"}, "limits": {"nvidia.com/gpu": 7, "memory": "80Gi"}}}
     res = container(render_deployment(model(spec), CFG))["resources"]
-    assert res["requests"] == {"cpu": "4", "memory": "64Gi"}
+    assert res["requests"] == {"cpu": "4", "memory": "64Gi", "ephemeral-storage": "20Gi"}
     assert res["limits"] == {"nvidia.com/gpu": "1", "memory": "80Gi"}
 
 
@@ -104,7 +104,7 @@ def test_labels_selector_owner_and_scrape_annotations():
 def test_shm_is_memory_backed():
     vols = {v["name"]: v for v in render_deployment(model(), CFG)["spec"]["template"]["spec"]["volumes"]}
     assert vols["shm"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "8Gi"}
-    assert vols["cache"] == {"name": "cache", "emptyDir": {}}
+    assert vols["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": "150Gi"}}
 
 
 def test_cache_claim_mounted_as_hf_home():
@@ -174,6 +174,44 @@ def test_engine_args_list_json_and_store_true_kinds():
     assert [f for f in flags if f == "--middleware"] == ["--middleware", "--middleware"]
 
 
+def test_derived_tensor_parallel_size_leaves_room_for_data_parallel_engines():
+    """vLLM uses tensor × pipeline × prefill-context × data parallel GPUs: the derived tp must fill gpus, not more."""
+    for gpus, args, tp in [(4, {"dataParallelSize": 2}, 2), (8, {"pipelineParallelSize": 2, "dataParallelSize": 2}, 2),
+                           (4, {"dataParallelSize": 4}, 1), (8, {"prefillContextParallelSize": 2}, 4),
+                           (4, {}, 4), (0, {"dataParallelSize": 2}, 1), (4, {"tensorParallelSize": 2}, 2)]:
+        spec = spec_of(model({"gpus": gpus, "engineArgs": args}))
+        assert engine.tensor_parallel_size(spec) == tp, (gpus, args)
+    flags = engine.engine_flags(spec_of(model({"gpus": 4, "engineArgs": {"dataParallelSize": 2}})))
+    assert flags[:2] == ["--tensor-parallel-size", "2"]
+    assert flags[flags.index("--data-parallel-size") + 1] == "2"
+
+
+def test_empty_list_option_renders_nothing():
+    """vLLM's list options take one value or more (nargs +): a bare --flag is refused, so [] means unset."""
+    from modelplane_operator.crd import vllm_options
+    assert vllm_options()["options"]["ignorePatterns"]["kind"] == "list"
+    flags = engine.engine_flags(spec_of(model({"engineArgs": {"ignorePatterns": [], "middleware": []}})))
+    assert "--ignore-patterns" not in flags and "--middleware" not in flags
+    flags = engine.engine_flags(spec_of(model({"engineArgs": {"ignorePatterns": ["*.pt"]}})))
+    assert flags[flags.index("--ignore-patterns"):][:2] == ["--ignore-patterns", "*.pt"]
+
+
+def test_stored_options_this_vllm_lacks_or_the_operator_refuses_are_ignored_not_fatal():
+    """A Model stored under an older vLLM's schema may name an option vllm_options.json no longer has; one stored
+    before sslCertfile/headless were refused may still set them. Neither may crash the reconcile or reach vLLM."""
+    spec = spec_of(model({"engineArgs": {"maxModelLen": 4096, "goneInThisVllm": 3, "sslCertfile": "/tls/crt",
+                                         "headless": True}}))
+    flags, ignored = engine.engine_flags_and_ignored(spec)
+    assert ignored == ["goneInThisVllm", "headless", "sslCertfile"]
+    assert flags[flags.index("--max-model-len") + 1] == "4096"
+    assert not {"--gone-in-this-vllm", "--ssl-certfile", "--headless"} & set(flags)
+    assert engine.engine_flags(spec) == flags and engine.ignored_engine_args(spec) == ignored
+    assert engine.option_flags("goneInThisVllm", 3) == []
+    # headless: false renders nothing anyway, so there is nothing to report.
+    assert engine.ignored_engine_args(spec_of(model({"engineArgs": {"headless": False}}))) == []
+    # The operator's own defaults are options of this vLLM.
+    assert engine.ignored_engine_args(spec_of(model())) == []
+
 def test_engine_option_names_follow_vllm_flags():
     from modelplane_operator.crd import vllm_options
     opts = vllm_options()["options"]
@@ -216,3 +254,76 @@ def test_network_policy_only_when_enabled_and_scoped_to_served_namespaces():
     assert rule["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["team-a", "team-b"]
     everyone = render_network_policy(model({"allowedNamespaces": ["*"]}), on)
     assert everyone["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {}
+
+
+def test_user_env_wins_one_entry_per_name():
+    """Server-side apply keys env by name and refuses a name twice: the user's spec.env replaces what the operator
+    sets (HF_HOME, HF_TOKEN, VLLM_API_KEY, the CPU profile's thread settings), in the place the operator gave it."""
+    user = [{"name": "HF_HOME", "value": "/data/hf"}, {"name": "VLLM_API_KEY", "value": "plain"},
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "mine", "key": "t"}}},
+            {"name": "EXTRA", "value": "1"}, {"name": "EXTRA", "value": "2"}]
+    dep = render_deployment(model({"apiKeySecretRef": {"name": "keys"}, "credentialsSecretRef": {"name": "hf"},
+                                   "env": user}), CFG)
+    names = [e["name"] for e in container(dep)["env"]]
+    assert len(names) == len(set(names))
+    assert names == ["HF_HOME", "HF_TOKEN", "VLLM_API_KEY", "EXTRA"]
+    e = env(dep)
+    assert e["HF_HOME"] == {"name": "HF_HOME", "value": "/data/hf"}
+    assert e["VLLM_API_KEY"] == {"name": "VLLM_API_KEY", "value": "plain"}
+    assert e["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "mine", "key": "t"}
+    assert e["EXTRA"]["value"] == "2"
+    cpu = render_deployment(model({"gpus": 0, "env": [{"name": "VLLM_CPU_OMP_THREADS_BIND", "value": "auto"},
+                                                      {"name": "OMP_NUM_THREADS", "value": "3"}]}), CFG)
+    names = [e["name"] for e in container(cpu)["env"]]
+    assert len(names) == len(set(names)) and env(cpu)["OMP_NUM_THREADS"]["value"] == "3"
+
+
+def test_server_stops_without_cutting_requests():
+    """preStop sleeps while the endpoints drop the pod, vLLM drains (its own default aborts), and the grace period
+    covers both and the engine's exit."""
+    dep = render_deployment(model(), CFG)
+    pod, c = dep["spec"]["template"]["spec"], container(dep)
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 10}}}
+    assert c["args"][c["args"].index("--shutdown-timeout") + 1] == "90"
+    assert pod["terminationGracePeriodSeconds"] == 10 + 90 + 20
+    own = render_deployment(model({"engineArgs": {"shutdownTimeout": 600}}), CFG)
+    assert container(own)["args"].count("--shutdown-timeout") == 1
+    assert container(own)["args"][container(own)["args"].index("--shutdown-timeout") + 1] == "600"
+    assert own["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 630
+    for extra in (["--shutdown-timeout=5"], ["--shutdown-timeout", "5"]):
+        dep = render_deployment(model({"engineArgs": {"extraArgs": extra}}), CFG)
+        assert container(dep)["args"].count("--shutdown-timeout") == (1 if len(extra) == 2 else 0)
+        assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
+    abort = render_deployment(model({"engineArgs": {"shutdownTimeout": 0}}), CFG)
+    assert abort["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 30
+    quick = Config(server_prestop_seconds="0", server_drain_seconds="30", server_exit_seconds="5")
+    dep = render_deployment(model(), quick)
+    assert "lifecycle" not in container(dep) and dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 35
+    cpu = render_deployment(model({"gpus": 0}), CFG)
+    assert container(cpu)["lifecycle"] and "--shutdown-timeout" in container(cpu)["args"]
+
+
+def test_emptydir_cache_is_bounded_and_requested():
+    def rendered(spec):
+        dep = render_deployment(model(spec), CFG)
+        vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        return vols["cache"], container(dep)["resources"]
+
+    cache, res = rendered({})
+    assert cache["emptyDir"] == {"sizeLimit": "150Gi"} and res["requests"]["ephemeral-storage"] == "20Gi"
+    cache, res = rendered({"gpus": 4})
+    assert cache["emptyDir"] == {"sizeLimit": "600Gi"} and res["requests"]["ephemeral-storage"] == "80Gi"
+    cache, res = rendered({"gpus": 0})
+    assert cache["emptyDir"] == {"sizeLimit": "20Gi"} and res["requests"]["ephemeral-storage"] == "5Gi"
+    # A claim holds the cache: nothing on the node's disk to ask for.
+    cache, res = rendered({"cache": {"claimName": "weights"}})
+    assert "emptyDir" not in cache and "ephemeral-storage" not in res["requests"]
+    # The Model's own ephemeral-storage wins; a limit is the most the cache may take anyway.
+    cache, res = rendered({"resources": {"requests": {"ephemeral-storage": "500Gi"}}})
+    assert cache["emptyDir"] == {"sizeLimit": "500Gi"} and res["requests"]["ephemeral-storage"] == "500Gi"
+    cache, res = rendered({"resources": {"limits": {"ephemeral-storage": "10Gi"}}})
+    assert cache["emptyDir"] == {"sizeLimit": "10Gi"}
+    assert res["requests"]["ephemeral-storage"] == "10Gi" and res["limits"]["ephemeral-storage"] == "10Gi"
+    cache, res = rendered({"resources": {"requests": {"ephemeral-storage": "1Gi"},
+                                         "limits": {"ephemeral-storage": "300Gi"}}})
+    assert cache["emptyDir"] == {"sizeLimit": "300Gi"} and res["requests"]["ephemeral-storage"] == "1Gi"
