@@ -214,6 +214,9 @@ class Cluster:
                 f"--service-account-key-file={p / 'sa.pub'}", f"--service-account-signing-key-file={p / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true", "--profiling=false", *self._audit_flags(),
+                # As OpenShift has it: setting blockOwnerDeletion needs `update` on the owner's finalizers, so a
+                # chart that forgets that grant fails here too.
+                "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
                 # With a real node, pods reach the API server through the `kubernetes` Service: its endpoint is the
                 # node-side end of hack/nodeproxy.py. Without one, there is no endpoint to publish.
                 *([f"--advertise-address={realnode.NODE_IP}", "--endpoint-reconciler-type=lease", *node_flags]

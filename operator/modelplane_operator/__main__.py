@@ -28,7 +28,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     # Flags are one more way to set the MODELPLANE_* settings that config.Config reads.
     for flag, value in (("WEBHOOK_PORT", args.webhook_port), ("WEBHOOK_HOST", args.webhook_host),
-                        ("WEBHOOK_CONFIGURE", "true" if args.webhook_configure else None)):
+                        ("WEBHOOK_CONFIGURE", "true" if args.webhook_configure else None),
+                        ("WATCH_NAMESPACES", ",".join(args.namespace))):
         if value:
             os.environ[f"MODELPLANE_{flag}"] = value
     from . import handlers  # noqa: F401  registers the handlers

@@ -8,9 +8,9 @@ import dataclasses
 from . import agentconfig
 from .config import FIELD_MANAGER, GROUP, Config
 from .crd import agent_spec_with_defaults
-from .render import endpoint, owner_reference, served_model_name
+from .render import endpoint, merge_env, owner_reference, served_model_name
 from .source import secret_env
-from .status import condition
+from .status import Problem, condition
 
 AGENT_LABEL = f"{GROUP}/agent"
 CONFIG_MOUNT = "/etc/modelplane"
@@ -39,6 +39,13 @@ def allowed(model: dict, namespace: str) -> bool:
         return True
     allow = (model.get("spec") or {}).get("allowedNamespaces") or []
     return "*" in allow or namespace in allow
+
+
+def visible_models(models: list[dict], namespace: str) -> list[dict]:
+    """The Models `namespace` may use: its own first, then the others by namespace and name."""
+    return sorted((m for m in models if allowed(m, namespace)),
+                  key=lambda m: (m["metadata"]["namespace"] != namespace, m["metadata"]["namespace"],
+                                 m["metadata"]["name"]))
 
 
 def model_ready(model: dict) -> bool:
@@ -122,7 +129,7 @@ def render_agent_deployment(agent: dict, resolved: list[Resolved], config: Confi
     name = agent["metadata"]["name"]
     volume, mount = config_volume(configmap_name(name))
     container = {"name": "agent", "image": spec["image"],
-                 "env": injected_env(resolved, config) + list(spec.get("env") or []),
+                 "env": merge_env(injected_env(resolved, config) + list(spec.get("env") or [])),  # user's wins
                  "volumeMounts": [mount],
                  "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                                      "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}}
@@ -142,7 +149,7 @@ def render_agent_children(agent: dict, resolved: list[Resolved], config: Config)
 
 
 def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None, config: Config, now: str,
-                 conflict: str | None = None) -> dict:
+                 problem: Problem | None = None) -> dict:
     meta = agent["metadata"]
     generation = meta.get("generation", 1)
     previous = (agent.get("status") or {}).get("conditions") or []
@@ -150,8 +157,8 @@ def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None,
     desired = agent_spec_with_defaults(agent.get("spec") or {})["replicas"]
     ready_pods = dstatus.get("readyReplicas", 0)
     bad = next((r for r in resolved if not r.ready), None)
-    if conflict:
-        ready = condition("Ready", "False", "NameConflict", conflict, generation, previous, now)
+    if problem:
+        ready = condition("Ready", "False", problem.reason, problem.message, generation, previous, now)
     elif bad:
         words = {"NotFound": "does not exist", "NotAllowed": f"does not allow namespace {meta['namespace']} "
                  "(spec.allowedNamespaces)", "NotReady": "is not ready"}
@@ -178,11 +185,12 @@ def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None,
 
 
 def namespace_configmap(namespace: str, models: list[dict], config: Config) -> dict:
-    """The ConfigMap injected pods of `namespace` mount: every Model the namespace may use."""
-    usable = sorted((m for m in models if allowed(m, namespace)),
-                    key=lambda m: (m["metadata"]["namespace"] != namespace, m["metadata"]["namespace"],
-                                   m["metadata"]["name"]))
-    data = agentconfig.config_files([(m, model_ready(m)) for m in usable], config)
+    """The ConfigMap injected pods of `namespace` mount: every Model the namespace may use. Pods with different
+    annotations share it, so its index names a default only when there is one Model to choose (the rule the webhook
+    follows for OPENAI_MODEL); a pod's own default travels in its env (OPENAI_BASE_URL, OPENAI_MODEL)."""
+    usable = visible_models(models, namespace)
+    default = usable[0]["metadata"]["name"] if len(usable) == 1 else None
+    data = agentconfig.config_files([(m, model_ready(m)) for m in usable], config, default)
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": NAMESPACE_CONFIGMAP, "namespace": namespace,
                          "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER,

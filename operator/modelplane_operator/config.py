@@ -34,6 +34,23 @@ class Config:
     cpu_profile_cpu_request: str = "2"
     cpu_profile_memory_request: str = "8Gi"
     shm_size: str = "8Gi"  # /dev/shm for tensor-parallel workers; GPU models only need it that large
+    # The weights cache without spec.cache.claimName is an emptyDir on the node's disk. It requests ephemeral-storage
+    # so that the scheduler puts the pod where the weights fit, and has a sizeLimit beyond which the kubelet evicts the
+    # pod instead of letting it fill the node's disk. Per GPU for GPU models (bf16 weights take about 2 GB per billion
+    # parameters, and larger models take more GPUs; the limit holds what one 141 GB GPU can serve). A Model's
+    # resources (requests or limits of ephemeral-storage) win; its ephemeral-storage limit is then the sizeLimit.
+    gpu_cache_request: str = "20Gi"
+    gpu_cache_size_limit: str = "150Gi"
+    cpu_profile_cache_request: str = "5Gi"
+    cpu_profile_cache_size_limit: str = "20Gi"
+    # Stopping a server pod (rollout, scale-down, eviction): its preStop hook sleeps server_prestop_seconds so that
+    # Services and load balancers stop sending it requests first; SIGTERM then makes vLLM drain (refuse new requests,
+    # finish the running ones) for up to server_drain_seconds, vLLM's --shutdown-timeout (engineArgs.shutdownTimeout
+    # wins; vLLM's own default of 0 aborts every running request at once). terminationGracePeriodSeconds is the sum
+    # of both plus server_exit_seconds for the engine to exit before the kubelet kills it.
+    server_prestop_seconds: str = "10"
+    server_drain_seconds: str = "90"
+    server_exit_seconds: str = "20"
     # The injection webhook: served when webhook_port is set. webhook_host is the name the API server calls (and the
     # certificate's SAN); with webhook_configure the operator writes the MutatingWebhookConfiguration itself (local
     # runs; the Helm chart writes it in a cluster).
@@ -52,6 +69,9 @@ class Config:
     webhook_cert_source: str = "operator"
     namespace: str = ""  # the operator's own namespace (MODELPLANE_NAMESPACE, from the downward API)
     metrics_port: str = ""  # Prometheus metrics of the operator itself, when set
+    # /readyz answers 200 here once this replica can answer admissions (its Model cache is synced).
+    readiness_port: str = ""
+    watch_namespaces: str = ""  # comma-separated; empty: the whole cluster (set from --namespace)
     # When set, each Model gets a NetworkPolicy: only agent and injected pods of the namespaces it serves reach it.
     network_policies: str = ""
 

@@ -16,16 +16,27 @@ from pathlib import Path
 import kopf
 from kubernetes.client import ApiException
 
-from . import certs, kube, metrics, sync
-from . import inject
+from . import certs, engine, kube, metrics, sync
+from . import inject, readiness
+from .modelcache import ModelCache
+from .unconfigured import Reporter
 from .agent import AGENT_LABEL, NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
 from .config import FIELD_MANAGER, GROUP, VERSION, Config
-from .render import MODEL_LABEL, render_children
-from .status import compute_status, phase_event_due, pod_summary, status_changed
+from .render import MODEL_LABEL, render_children, spec_of
+from .status import Problem, compute_status, phase_event_due, pod_summary, status_changed
 
 CONFIG = Config.from_env()
 AGENT_FANOUT = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-fanout")
+WATCHED = [n for n in CONFIG.watch_namespaces.split(",") if n]
+# Admissions read Models from a cache of their own (see modelcache): kopf's indexes are incomplete at start and
+# frozen in a standby, while every replica answers admissions.
+MODEL_CACHE = ModelCache(WATCHED)
+EXCLUDED = {n for n in [*CONFIG.webhook_excluded_namespaces.split(","), CONFIG.namespace] if n}
+UNCONFIGURED = Reporter(MODEL_CACHE.lookup, EXCLUDED, WATCHED)
+# The webhook's one write (creating a namespace's ConfigMap) runs here, off the admission path.
+CONFIGMAP_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="configmap-writer")
 MANAGED = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
+RETRY_FIRST, RETRY_MAX = 5, 300  # seconds: a change handler's retries wait 5, 10, 20, ... 300
 log = logging.getLogger("modelplane")
 
 
@@ -45,7 +56,11 @@ def configure(settings: kopf.OperatorSettings, **_):
     if CONFIG.metrics_port:
         metrics.serve(int(CONFIG.metrics_port))
     if CONFIG.webhook_port:
+        MODEL_CACHE.start()
         serve_webhook(settings)
+    if CONFIG.readiness_port:
+        readiness.serve(int(CONFIG.readiness_port),
+                        lambda: not CONFIG.webhook_port or MODEL_CACHE.synced.is_set())
     if settings.peering.name and not settings.peering.standalone:
         # kopf needs its peering object to exist; a chart cannot ship it beside its CRD, so the operator makes it.
         kube.ensure_cluster_peering(settings.peering.name)
@@ -67,10 +82,10 @@ def serve_webhook(settings: kopf.OperatorSettings) -> None:
     ca_bundle = base64.b64encode(ca).decode()
     if CONFIG.webhook_configure:
         url = f"https://{CONFIG.webhook_host}:{port}{inject.WEBHOOK_PATH}"
-        excluded = tuple(n for n in [*CONFIG.webhook_excluded_namespaces.split(","), CONFIG.namespace] if n)
         sync.apply_if_differs(inject.webhook_configuration({"url": url, "caBundle": ca_bundle},
                                                            failure_policy=CONFIG.webhook_failure_policy,
-                                                           excluded_namespaces=excluded))
+                                                           excluded_namespaces=tuple(EXCLUDED),
+                                                           watched_namespaces=tuple(WATCHED)))
         log.info("webhook configuration points at %s", url)
     elif CONFIG.webhook_configuration and CONFIG.webhook_cert_source != "files":
         kube.set_ca_bundle(CONFIG.webhook_configuration, ca_bundle)
@@ -131,21 +146,36 @@ def pod_index(namespace, labels, body, **_):
 
 # --- Models -----------------------------------------------------------------------------------------------------
 
-def reconcile_model(model: dict, deployment_index, service_index, pod_index, cause: str = "event") -> None:
+def reconcile_model(model: dict, deployment_index, service_index, pod_index, cause: str = "event") -> Problem | None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
                     "Service": sync.first(service_index, (ns, name))}
-        observed, conflict = sync.sync_children(model, render_children(model, CONFIG), observed, cause)
+        observed, problem = sync.sync_children(model, render_children(model, CONFIG), observed, cause)
+        report_ignored_engine_args(model)
         new = compute_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), CONFIG, now(),
-                             conflict)
+                             problem)
         old = sync.status_to_write(model, new, status_changed)
         if old is None:
             sync.drop_held(model)
-            return
-        if phase_event_due(old.get("phase"), new["phase"]) or \
+        elif phase_event_due(old.get("phase"), new["phase"]) or problem or \
                 not sync.hold(("Model", ns, name), model["metadata"]["uid"], lambda: publish_model_status(model, new)):
             publish_model_status(model, new)
+        return problem
+
+
+_ignored_reported: dict[str, list[str]] = {}  # Model uid -> the ignored engineArgs last reported
+
+
+def report_ignored_engine_args(model: dict) -> None:
+    """A Model stored under an older schema may set engineArgs this vLLM lacks or the operator now refuses: they are
+    left out of the command line (not a crash), and a Warning Event says which, once per change."""
+    ignored = engine.ignored_engine_args(spec_of(model))
+    uid = model["metadata"]["uid"]
+    if ignored and _ignored_reported.get(uid) != ignored:
+        sync.post(model, "Warning", "IgnoredEngineArgs", f"engineArgs {', '.join(ignored)} left out: not options of "
+                  "this vLLM, or refused by the operator; remove them from the spec")
+    _ignored_reported[uid] = ignored
 
 
 def publish_model_status(model: dict, new: dict) -> None:
@@ -156,21 +186,38 @@ def publish_model_status(model: dict, new: dict) -> None:
     kube.patch_status(model, new)
     sync.written(model, new)
     if phase_event_due(old.get("phase"), new["phase"]):
-        ready = new["conditions"][0]
+        ready = condition_of(new, "Ready")
         sync.post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
                   f"{ready['reason']}: {ready['message']}")
-    sched = new["conditions"][2]
-    old_sched = next((c for c in old.get("conditions") or [] if c.get("type") == "Scheduled"), {})
-    if sched["status"] == "False" and old_sched.get("message") != sched["message"]:
+    sched, old_sched = condition_of(new, "Scheduled"), condition_of(old, "Scheduled")
+    if sched.get("status") == "False" and old_sched.get("message") != sched["message"]:
         sync.post(model, "Warning", "Unschedulable", sched["message"])
+
+
+def condition_of(status: dict, type_: str) -> dict:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
 @kopf.on.resume(GROUP, VERSION, "models", backoff=5)
 @kopf.on.create(GROUP, VERSION, "models", backoff=5)
 @kopf.on.update(GROUP, VERSION, "models", field="spec", backoff=5)
-def model_changed(namespace, name, model_index, deployment_index, service_index, pod_index, body, reason, **_):
+def model_changed(namespace, name, model_index, deployment_index, service_index, pod_index, body, reason, retry,
+                  **_):
     model = latest("Model", model_index, (namespace, name), body)
-    reconcile_model(model, deployment_index, service_index, pod_index, cause=str(reason))
+    retry_on_problem(retry, reconcile_model, model, deployment_index, service_index, pod_index, cause=str(reason))
+
+
+def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
+    """Run a change handler's reconcile; when the API server fails or refuses a child, status already says so, and
+    kopf tries again later, waiting longer each time (RETRY_FIRST seconds, doubling up to RETRY_MAX)."""
+    delay = min(RETRY_MAX, RETRY_FIRST * 2 ** retry)
+    try:
+        problem = reconcile(*args, **kwargs)
+    except ApiException as e:
+        raise kopf.TemporaryError(f"API request failed ({e.status} {e.reason}); retrying in {delay}s",
+                                  delay=delay) from e
+    if problem:
+        raise kopf.TemporaryError(f"{problem.reason}: {problem.message}; retrying in {delay}s", delay=delay)
 
 
 @kopf.on.delete(GROUP, VERSION, "models", optional=True)  # optional: no finalizer, deletion is never held up
@@ -201,7 +248,8 @@ def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
 
 # --- Agents -----------------------------------------------------------------------------------------------------
 
-def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index, cause: str = "event") -> None:
+def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index,
+                    cause: str = "event") -> Problem | None:
     ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
     with sync.reconciling(("Agent", ns, name)):
         resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
@@ -209,24 +257,27 @@ def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index,
         desired = render_agent_children(agent, resolved, CONFIG)
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
                     "ConfigMap": sync.first(configmap_index, (ns, desired[0]["metadata"]["name"]))}
-        observed, conflict = sync.sync_children(agent, desired, observed, cause)
-        new = agent_status(agent, resolved, observed["Deployment"], CONFIG, now(), conflict)
+        observed, problem = sync.sync_children(agent, desired, observed, cause)
+        new = agent_status(agent, resolved, observed["Deployment"], CONFIG, now(), problem)
         old = sync.status_to_write(agent, new, status_changed)
         if old is None:
-            return
+            return problem
         kube.patch_status(agent, new)
         sync.written(agent, new)
-        ready, was = new["conditions"][0], next((c for c in old.get("conditions") or [] if c["type"] == "Ready"), {})
+        ready, was = condition_of(new, "Ready"), condition_of(old, "Ready")
         if (ready["status"], ready["reason"]) != (was.get("status"), was.get("reason")):
             sync.post(agent, "Normal" if ready["status"] == "True" else "Warning", ready["reason"], ready["message"])
+        return problem
 
 
 @kopf.on.resume(GROUP, VERSION, "agents", backoff=5)
 @kopf.on.create(GROUP, VERSION, "agents", backoff=5)
 @kopf.on.update(GROUP, VERSION, "agents", field="spec", backoff=5)
-def agent_changed(namespace, name, agent_index, model_index, deployment_index, configmap_index, body, reason, **_):
+def agent_changed(namespace, name, agent_index, model_index, deployment_index, configmap_index, body, reason, retry,
+                  **_):
     agent = latest("Agent", agent_index, (namespace, name), body)
-    reconcile_agent(agent, model_index, deployment_index, configmap_index, cause=str(reason))
+    retry_on_problem(retry, reconcile_agent, agent, model_index, deployment_index, configmap_index,
+                     cause=str(reason))
 
 
 @kopf.on.event(GROUP, VERSION, "models")
@@ -234,6 +285,8 @@ def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_in
                          configmap_index, **_):
     """A Model appeared, changed, moved through its phases or went away: every Agent using it, and the
     configuration of injected pods, follow."""
+    if CONFIG.webhook_port:
+        UNCONFIGURED.poke()  # a pod may be waiting for this Model: tell it to restart
     for key in list(configmap_index):
         if key[1] == NAMESPACE_CONFIGMAP:
             try:
@@ -271,22 +324,56 @@ def ensure_namespace_configmap(namespace: str, model_index, configmap_index) -> 
             kube.apply(desired)
 
 
-def inject_pod(body, patch, warnings, model_index, configmap_index, logger, **_):
+@kopf.on.event("v1", "configmaps", labels=MANAGED, when=lambda name, **_: name == NAMESPACE_CONFIGMAP)
+def namespace_configmap_changed(namespace, type, model_index, configmap_index, **_):
+    """Edited or deleted by hand: put it back (pods of the namespace mount it)."""
+    try:
+        ensure_namespace_configmap(namespace, model_index, configmap_index)
+    except ApiException as e:  # e.g. the namespace is being deleted
+        log.info("restoring %s/%s after %s: %s", namespace, NAMESPACE_CONFIGMAP, type, e.reason)
+
+
+_configmap_made: set[str] = set()  # namespaces whose ConfigMap this process made sure of
+
+
+def make_namespace_configmap(namespace: str) -> None:
+    """Create the namespace's ConfigMap if it is missing, from the (synced) Model cache. Only creating: keeping it in
+    step with the Models is the reconcile's job (in the active replica), so replicas never write over each other."""
+    if namespace in _configmap_made:
+        return
+    with sync.lock(("ConfigMap", namespace, NAMESPACE_CONFIGMAP)):
+        desired = namespace_configmap(namespace, MODEL_CACHE.models(), CONFIG)
+        if sync.existing(desired) is None:
+            kube.apply(desired)
+        _configmap_made.add(namespace)
+
+
+def _log_failure(task: concurrent.futures.Future) -> None:
+    if task.exception():
+        log.warning("could not make %s: %s", NAMESPACE_CONFIGMAP, task.exception())
+
+
+async def inject_pod(body, patch, warnings, dryrun, **_):
+    """Runs on kopf's event loop, not in the thread pool that reconciles use: memory reads only, so admissions stay
+    fast however busy reconciling is."""
     pod = dict(body)
     namespace = body["metadata"].get("namespace")
     if not namespace or (body["metadata"].get("labels") or {}).get(inject.INJECT_LABEL) == "false":
         return
-    resolved = inject.requested(pod, namespace, all_models(model_index), lambda key: sync.first(model_index, key))
+    if not MODEL_CACHE.synced.is_set():
+        # Readiness keeps the webhook Service off this replica until now; a direct call (or a race) still lands.
+        patch.metadata.setdefault("annotations", {})[inject.ERROR_ANNOTATION] = inject.NOT_SERVING
+        warnings.append(f"modelplane: {inject.NOT_SERVING}; this pod is not configured (re-create it)")
+        return
+    resolved = inject.requested(pod, namespace, MODEL_CACHE.models(), MODEL_CACHE.lookup)
     fields, problems = inject.mutation(pod, resolved, CONFIG)
     patch.spec["containers"] = fields["containers"]
     patch.spec["volumes"] = fields["volumes"]
     for key, value in fields["annotations"].items():
         patch.metadata.setdefault("annotations", {})[key] = value
     warnings.extend(problems)
-    try:  # the pod mounts this ConfigMap (optionally): make sure it exists, but never fail the admission over it
-        ensure_namespace_configmap(namespace, model_index, configmap_index)
-    except Exception as e:  # noqa: BLE001
-        logger.warning("could not write %s/%s: %s", namespace, NAMESPACE_CONFIGMAP, e)
+    if not dryrun:  # sideEffects: NoneOnDryRun
+        CONFIGMAP_WRITER.submit(make_namespace_configmap, namespace).add_done_callback(_log_failure)
 
 
 # Registered only where a webhook is served: kopf refuses to start with admission handlers and no server, and an

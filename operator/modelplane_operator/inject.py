@@ -8,7 +8,7 @@ Model the namespace may use is injected. Injecting twice gives the same pod.
 
 from __future__ import annotations
 
-from .agent import NAMESPACE_CONFIGMAP, Resolved, allowed, config_volume, injected_env, resolve
+from .agent import NAMESPACE_CONFIGMAP, Resolved, config_volume, injected_env, resolve, visible_models
 from .config import GROUP, Config
 
 INJECT_LABEL = f"{GROUP}/inject"
@@ -31,8 +31,7 @@ def requested(pod: dict, namespace: str, models: list[dict], lookup) -> list[Res
     annotation = ((pod.get("metadata") or {}).get("annotations") or {}).get(MODELS_ANNOTATION)
     if annotation:
         return resolve(namespace, parse_models_annotation(annotation), lookup)
-    visible = sorted((m for m in models if allowed(m, namespace)),
-                     key=lambda m: (m["metadata"]["namespace"] != namespace, m["metadata"]["name"]))
+    visible = visible_models(models, namespace)
     refs = [{"name": m["metadata"]["name"], "namespace": m["metadata"]["namespace"], "default": len(visible) == 1}
             for m in visible]
     return resolve(namespace, refs, lookup)
@@ -65,12 +64,41 @@ def mutation(pod: dict, resolved: list[Resolved], config: Config) -> tuple[dict,
     return fields, [f"modelplane: {p} (not injected)" for p in problems]
 
 
+NOT_SERVING = "the operator's view of Models was not complete yet"
+
+
+def not_configured(pod: dict, namespace: str, lookup) -> str | None:
+    """Why an opted-in pod lacks configuration it could have now, or None. Such a pod was admitted while the webhook
+    did not answer (failurePolicy let it through) or before the Models it names existed; nothing changes a running
+    pod's env, so the only remedy is to create it again."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    error = annotations.get(ERROR_ANNOTATION) or ""
+    if NOT_SERVING in error:
+        return f"it was created while {NOT_SERVING}, so it has no model configuration"
+    if INJECTED_ANNOTATION not in annotations:
+        return "it was created while modelplane's webhook did not answer, so it has no model configuration"
+    if not error:
+        return None
+    wanted = annotations.get(MODELS_ANNOTATION)
+    injected = set(filter(None, annotations[INJECTED_ANNOTATION].split(",")))
+    now = [f"{r.namespace}/{r.name}" for r in resolve(namespace, parse_models_annotation(wanted or ""), lookup)
+           if r.model is not None and f"{r.namespace}/{r.name}" not in injected]
+    if now:
+        return f"{', '.join(now)} can be used now but did not exist or was not allowed when it was created"
+    return None
+
+
 def webhook_configuration(client_config: dict, *, name: str = "modelplane", failure_policy: str = "Ignore",
-                          timeout_seconds: int = 5, excluded_namespaces: tuple[str, ...] = ("kube-system",)) -> dict:
+                          timeout_seconds: int = 5, excluded_namespaces: tuple[str, ...] = ("kube-system",),
+                          watched_namespaces: tuple[str, ...] = ()) -> dict:
     """A MutatingWebhookConfiguration that can never take the cluster down: failures are ignored by default, the
-    timeout is short, system namespaces are skipped, and only opted-in pods are sent to the operator."""
-    not_excluded = {"key": "kubernetes.io/metadata.name", "operator": "NotIn",
-                    "values": sorted(set(excluded_namespaces))}
+    timeout is short, system namespaces are skipped, and only opted-in pods are sent to the operator (of the
+    namespaces it watches, when it watches some only: it has no view of the others)."""
+    namespaces = [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                   "values": sorted(set(excluded_namespaces))}]
+    if watched_namespaces:
+        namespaces.append({"key": "kubernetes.io/metadata.name", "operator": "In",
+                           "values": sorted(set(watched_namespaces))})
     common = {
         "admissionReviewVersions": ["v1"], "sideEffects": "NoneOnDryRun", "failurePolicy": failure_policy,
         "timeoutSeconds": timeout_seconds, "matchPolicy": "Equivalent", "reinvocationPolicy": "IfNeeded",
@@ -83,11 +111,11 @@ def webhook_configuration(client_config: dict, *, name: str = "modelplane", fail
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "modelplane"}},
         "webhooks": [
             {"name": f"pods.{GROUP}", **common,
-             "namespaceSelector": {"matchExpressions": [not_excluded]},
+             "namespaceSelector": {"matchExpressions": namespaces},
              "objectSelector": {"matchLabels": {INJECT_LABEL: "true"}}},
             {"name": f"namespaces.{GROUP}", **common,
-             "namespaceSelector": {"matchExpressions": [not_excluded, {"key": INJECT_LABEL, "operator": "In",
-                                                                       "values": ["enabled"]}]},
+             "namespaceSelector": {"matchExpressions": [*namespaces, {"key": INJECT_LABEL, "operator": "In",
+                                                                     "values": ["enabled"]}]},
              "objectSelector": {"matchExpressions": [{"key": INJECT_LABEL, "operator": "NotIn",
                                                       "values": ["true", "false"]}]}},
         ],

@@ -4,6 +4,7 @@ patches of Model status. Plain dicts in and out (no model classes), one pooled c
 from __future__ import annotations
 
 import base64
+import datetime
 import functools
 import json
 import threading
@@ -58,6 +59,45 @@ def request(method: str, path: str, body=None, *, query: dict | None = None,
     if not 200 <= resp.status <= 299:
         raise ApiException(http_resp=resp)
     return json.loads(resp.data) if resp.data else {}
+
+
+def watch(path: str, resource_version: str, timeout_seconds: int):
+    """Yield the watch events ({type, object}) of a collection from `resource_version`, with bookmarks, until the
+    server ends the watch (after about `timeout_seconds`)."""
+    client = api_client()
+    query = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+             "timeoutSeconds": str(timeout_seconds)}
+    params = client.param_serialize("GET", path, query_params=list(query.items()),
+                                    header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
+    resp = client.call_api(*params, _request_timeout=(10, timeout_seconds + 30))
+    try:
+        if not 200 <= resp.status <= 299:
+            resp.read()
+            raise ApiException(http_resp=resp)
+        buffer = b""
+        for chunk in resp.response.stream(64 * 1024):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield json.loads(line)
+    finally:
+        resp.response.release_conn()
+
+
+def post_event(obj: dict, type_: str, reason: str, message: str) -> None:
+    """A core Event about `obj` (a Pod, ...), for `kubectl describe`; from code that runs outside kopf's handlers."""
+    meta = obj["metadata"]
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    event = {"apiVersion": "v1", "kind": "Event",
+             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+             "involvedObject": {"apiVersion": obj.get("apiVersion", "v1"), "kind": obj.get("kind", "Pod"),
+                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+             "type": type_, "reason": reason, "message": message[:1024], "count": 1,
+             "firstTimestamp": now[:19] + "Z", "lastTimestamp": now[:19] + "Z", "eventTime": now,
+             "action": reason, "reportingComponent": USER_AGENT, "reportingInstance": USER_AGENT,
+             "source": {"component": USER_AGENT}}
+    request("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", event)
 
 
 def object_path(api_version: str, kind: str, namespace: str | None, name: str = "") -> str:

@@ -3,6 +3,8 @@ operator writes status only when something a person would notice has changed."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .config import Config
 from .render import GENERATION_ANNOTATION, endpoint, selector, served_model_name, spec_of
 
@@ -37,6 +39,13 @@ def pod_summary(pod: dict) -> dict:
     }
 
 
+class Problem(NamedTuple):
+    """Why a child could not be written: NameConflict (the name is someone else's object) or ChildRefused (the API
+    server refused it; message is its own words)."""
+    reason: str
+    message: str
+
+
 def condition(type_: str, status: str, reason: str, message: str, generation: int, previous: list,
               now: str) -> dict:
     old = next((c for c in previous or [] if c.get("type") == type_), None)
@@ -47,8 +56,10 @@ def condition(type_: str, status: str, reason: str, message: str, generation: in
 
 
 def compute_status(model: dict, deployment: dict | None, pods: list[dict], config: Config, now: str,
-                   conflict: str | None = None) -> dict:
-    """Status for `model` given its Deployment (or None), summaries of its pods, and a name conflict if any."""
+                   problem: Problem | None = None) -> dict:
+    """Status for `model` given its Deployment (or None), summaries of its pods, and why a child could not be
+    written, if so. A refused change to a Model that still serves leaves it Ready (what runs keeps running) and says
+    so in Progressing; with nothing serving it is Failed."""
     spec = spec_of(model)
     meta = model["metadata"]
     applied = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(GENERATION_ANNOTATION)
@@ -83,8 +94,8 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
     rolled_out = (deployment is not None and
                   (deployment.get("metadata") or {}).get("generation") == dstatus.get("observedGeneration") and
                   updated == desired and replicas == desired and ready == desired)
-    if conflict:
-        progressing = cond("Progressing", "False", "NameConflict", conflict)
+    if problem:
+        progressing = cond("Progressing", "False", problem.reason, problem.message)
     elif deadline:
         progressing = cond("Progressing", "False", "ProgressDeadlineExceeded", deadline.get("message", ""))
     elif rolled_out:
@@ -93,8 +104,8 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         progressing = cond("Progressing", "True", "RollingOut",
                            f"{ready}/{desired} replicas ready, {updated} up to date")
 
-    if conflict:
-        phase, ready_cond = "Failed", cond("Ready", "False", "NameConflict", conflict)
+    if problem and (problem.reason == "NameConflict" or ready == 0):
+        phase, ready_cond = "Failed", cond("Ready", "False", problem.reason, problem.message)
     elif ready >= 1:
         phase = "Ready"
         ready_cond = cond("Ready", "True", "Serving", f"{ready}/{desired} replicas ready; serving at "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import contextvars
+import json
 import logging
 import math
 import threading
@@ -14,7 +15,8 @@ import time
 import kopf
 from kubernetes.client import ApiException
 
-from . import kube, metrics
+from . import kube, metrics, quantity
+from .status import Problem
 
 _locks: dict[tuple, threading.Lock] = {}
 log = logging.getLogger("modelplane")
@@ -43,6 +45,7 @@ def forget(key: tuple, uid: str) -> None:
     _written.pop(uid, None)
     _last_write.pop(uid, None)
     _held.pop(uid, None)
+    _last_problem.pop(uid, None)
     timer = _timers.pop(uid, None)
     if timer:
         timer.cancel()
@@ -60,10 +63,21 @@ def first(index, key):
     return next(iter(index.get(key, [])), None)
 
 
-def is_subset(desired, actual) -> bool:
-    """True when every field we set has the value we set (the server adds defaults; those are not drift)."""
+# Where the API server stores quantities in canonical form (cpu: 1000m comes back as "1", memory: 1.5Gi as
+# "1536Mi"): every value of a resources' requests or limits, and an emptyDir's sizeLimit.
+QUANTITY_MAPS = ("requests", "limits")
+QUANTITY_FIELDS = ("sizeLimit",)
+
+
+def is_subset(desired, actual, quantities: bool = False) -> bool:
+    """True when every field we set has the value we set (the server adds defaults; those are not drift).
+    Quantities are compared as amounts, however the server writes them back; `quantities`: desired is a map of them."""
     if isinstance(desired, dict):
-        return isinstance(actual, dict) and all(is_subset(v, actual.get(k)) for k, v in desired.items())
+        return isinstance(actual, dict) and all(
+            quantity.equal(v, actual.get(k))
+            if (quantities or k in QUANTITY_FIELDS) and not isinstance(v, (dict, list))
+            else is_subset(v, actual.get(k), k in QUANTITY_MAPS)
+            for k, v in desired.items())
     if isinstance(desired, list):
         return (isinstance(actual, list) and len(desired) == len(actual)
                 and all(is_subset(d, a) for d, a in zip(desired, actual)))
@@ -77,8 +91,10 @@ def differs(desired: dict, actual: dict) -> bool:
     return "data" in desired and (actual.get("data") or {}) != desired["data"]
 
 
-def owned_by(obj: dict, owner: dict) -> bool:
-    return any(ref.get("uid") == owner["metadata"]["uid"] for ref in obj["metadata"].get("ownerReferences") or [])
+def controlled_by(obj: dict, owner: dict) -> bool:
+    """The owner's controller reference is on `obj`: it is ours to write (the uid, not the name, decides)."""
+    return any(ref.get("controller") and ref.get("uid") == owner["metadata"]["uid"]
+               for ref in obj["metadata"].get("ownerReferences") or [])
 
 
 def existing(desired: dict) -> dict | None:
@@ -97,46 +113,80 @@ def post(obj: dict, type_: str, reason: str, message: str) -> None:
     kopf.event(obj, type=type_, reason=reason, message=message)
 
 
-def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) -> tuple[dict, str | None]:
+def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) -> tuple[dict, Problem | None]:
     """Apply each desired child that is missing or differs from `observed` (kind -> object from the watches).
-    Returns the children as they now are, and a conflict message if a name is taken by someone else's object.
+    Returns the children as they now are, and the last Problem met (a name taken by someone else's object, or a
+    child the API server refused), which is also posted as a Warning Event when it is new.
     The children are independent objects: they are read and written in parallel, so a new Model's Deployment and
     Service cost one round trip of waiting, not two."""
     observed = dict(observed)
-    conflicts = []
+    problems = []
     applied: dict[str, list[str]] = {}  # verb -> "Kind name": one Event per verb, not one per child
     results = _CHILDREN.map(lambda child: _sync_child(owner, child, observed.get(child["kind"]), cause), desired)
-    for child, (now, verb, conflict) in zip(desired, list(results)):
+    for child, (now, verb, problem) in zip(desired, list(results)):
         kind, name = child["kind"], child["metadata"]["name"]
         observed[kind] = now
-        if conflict:
-            conflicts.append(conflict)
-            post(owner, "Warning", "NameConflict", conflict)
+        if problem:
+            problems.append(problem)
         if verb:
             metrics.APPLIES.labels(kind, verb).inc()
             applied.setdefault(verb, []).append(f"{kind} {name}")
     for verb, children in applied.items():
         post(owner, "Normal", verb, f"{verb} {', '.join(children)}")
-    return observed, (conflicts[-1] if conflicts else None)
+    uid = owner["metadata"]["uid"]
+    if problems and _last_problem.get(uid) != problems[-1]:
+        post(owner, "Warning", problems[-1].reason, problems[-1].message)
+    _last_problem[uid] = problems[-1] if problems else None
+    return observed, (problems[-1] if problems else None)
 
 
+_last_problem: dict[str, Problem | None] = {}  # owner uid -> the Problem last posted, so a retry does not repeat it
 # Leaf tasks only (they never wait on other tasks of this pool), so it cannot deadlock however busy it is.
 _CHILDREN = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="children")
+# Writes the API server refuses for what they are (invalid, forbidden): the same write would be refused again.
+REFUSALS = {400, 403, 404, 422}
+
+
+def plan_child(owner: dict, child: dict, actual: dict | None, spec_changed: bool) -> tuple[str | None,
+                                                                                         Problem | None]:
+    """Pure: what to do with one desired child, given the object that now holds its name (or None).
+    (verb to write it with, or None to leave it; a Problem when its name is someone else's object.)"""
+    if actual is not None and not controlled_by(actual, owner):
+        meta = child["metadata"]
+        return None, Problem("NameConflict", f"{child['kind']} {meta['namespace']}/{meta['name']} already exists and "
+                                             f"is not managed by this {owner.get('kind', 'Model')}; rename or "
+                                             "remove it")
+    if actual is None:
+        return "Created", None
+    if differs(child, actual):
+        return ("Updated" if spec_changed else "DriftReverted"), None
+    return None, None
 
 
 def _sync_child(owner: dict, child: dict, actual: dict | None, cause: str) -> tuple[dict | None, str | None,
-                                                                                    str | None]:
-    """(the child as it now is, the verb if it was written, a conflict message if its name is taken)."""
+                                                                                    Problem | None]:
+    """(the child as it now is, the verb if it was written, a Problem if it could not be)."""
     if actual is None:
         actual = existing(child)  # unknown to the watches: is the name free?
-        if actual is not None and not owned_by(actual, owner):
-            meta = child["metadata"]
-            return None, None, (f"{child['kind']} {meta['namespace']}/{meta['name']} already exists and is not "
-                                f"managed by this {owner.get('kind', 'Model')}; rename or remove it")
-    if actual is None or differs(child, actual):
-        verb = "Created" if actual is None else ("Updated" if cause in ("update", "model") else "DriftReverted")
+    verb, problem = plan_child(owner, child, actual, spec_changed=cause in ("update", "model"))
+    if verb is None:
+        return (None if problem else actual), None, problem
+    try:
         return kube.apply(child), verb, None
-    return actual, None, None
+    except ApiException as e:
+        if e.status not in REFUSALS:
+            raise  # the API server or the network: kopf retries
+        meta = child["metadata"]
+        return actual, None, Problem("ChildRefused", f"{child['kind']} {meta['namespace']}/{meta['name']} was "
+                                                     f"refused: {api_message(e)}")
+
+
+def api_message(e: ApiException) -> str:
+    """The API server's own words from a failed request (its Status message), else the HTTP reason."""
+    try:
+        return json.loads(e.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(e.reason)
 
 
 # The status this process last wrote, by owner uid. Indexes lag behind our own writes; comparing with them alone

@@ -88,7 +88,15 @@ def test_cross_namespace_reference_refused_with_a_warning(kube, operator, namesp
         kube.run("delete", "namespace", other, "--wait=false", check=False)
 
 
-def test_pods_are_admitted_while_the_webhook_is_down(kube, operator, namespace):
+def events_about(kube, namespace, name, reason):
+    out = kube.run("get", "events", "-n", namespace, "-o", "json",
+                   f"--field-selector=involvedObject.name={name},reason={reason}").stdout
+    return [e["message"] for e in json.loads(out)["items"]]
+
+
+def test_pods_are_admitted_while_the_webhook_is_down_and_told_so(kube, operator, namespace):
+    kube.apply(model("qwen", namespace))
+    kube.wait_for(lambda: kube.get("deployment", "qwen", namespace), what="model reconciled")
     operator.stop()
     try:
         kube.apply(pod("during-outage", namespace, labels={"modelplane.dev/inject": "true"}))
@@ -98,3 +106,46 @@ def test_pods_are_admitted_while_the_webhook_is_down(kube, operator, namespace):
         operator.start()
     kube.apply(pod("after", namespace, labels={"modelplane.dev/inject": "true"}))
     assert "MODELPLANE_CONFIG_DIR" in env_of(kube.get("pod", "after", namespace))
+    # Back up, the operator finds the pod it could not configure and says what to do, on the pod itself.
+    told = kube.wait_for(lambda: events_about(kube, namespace, "during-outage", "NotConfigured"), timeout=60,
+                         what="NotConfigured Event on the pod admitted during the outage")
+    assert "webhook did not answer" in told[0] and "rollout restart" in told[0]
+    assert not events_about(kube, namespace, "after", "NotConfigured")
+
+
+def test_pod_created_before_its_model_is_told_to_restart(kube, operator, namespace):
+    kube.apply(model("qwen", namespace))
+    kube.apply(pod("early", namespace, labels={"modelplane.dev/inject": "true"},
+                   annotations={"modelplane.dev/models": "qwen,later"}))
+    assert "NotFound" in kube.get("pod", "early", namespace)["metadata"]["annotations"]["modelplane.dev/injection-error"]
+    kube.apply(model("later", namespace))
+    told = kube.wait_for(lambda: events_about(kube, namespace, "early", "NotConfigured"), timeout=60,
+                         what="NotConfigured Event once the Model exists")
+    assert f"{namespace}/later can be used now" in told[0]
+
+
+def test_dry_run_admission_writes_nothing(kube, operator, namespace):
+    """sideEffects: NoneOnDryRun: a server-side dry run is mutated but makes no ConfigMap."""
+    kube.apply(model("qwen", namespace))
+    kube.wait_for(lambda: kube.get("model", "qwen", namespace).get("status"), what="model reconciled")
+    manifest = json.dumps(pod("dry", namespace, labels={"modelplane.dev/inject": "true"}))
+    out = kube.run("create", "--dry-run=server", "-o", "json", "-f", "-", input=manifest).stdout
+    assert "OPENAI_BASE_URL" in env_of(json.loads(out))  # the dry run shows the mutation
+    kube.run("wait", "--for=create", "--timeout=5s", "configmap/modelplane-models", "-n", namespace, check=False)
+    assert kube.get("configmap", "modelplane-models", namespace) is None
+    kube.apply(pod("real", namespace, labels={"modelplane.dev/inject": "true"}))
+    kube.wait_for(lambda: kube.get("configmap", "modelplane-models", namespace), what="ConfigMap of a real admission")
+
+
+def test_namespace_configmap_edited_or_deleted_by_hand_is_put_back(kube, operator, namespace):
+    kube.apply(model("qwen", namespace))
+    kube.apply(pod("app", namespace, labels={"modelplane.dev/inject": "true"}))
+    cm = kube.wait_for(lambda: kube.get("configmap", "modelplane-models", namespace), what="namespace ConfigMap")
+    index = cm["data"]["index.json"]
+    kube.run("patch", "configmap", "modelplane-models", "-n", namespace, "--type=merge", "-p",
+             json.dumps({"data": {"index.json": "{}", "extra": "x"}}))
+    kube.wait_for(lambda: kube.get("configmap", "modelplane-models", namespace)["data"] == cm["data"],
+                  what="edited ConfigMap put back")
+    kube.run("delete", "configmap", "modelplane-models", "-n", namespace)
+    back = kube.wait_for(lambda: kube.get("configmap", "modelplane-models", namespace), what="deleted ConfigMap back")
+    assert back["data"]["index.json"] == index

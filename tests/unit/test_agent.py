@@ -4,6 +4,7 @@ import json
 
 from modelplane_operator.agent import (agent_status, injected_env, namespace_configmap, render_agent_deployment,
                                        render_configmap, resolve)
+from modelplane_operator.agentconfig import api_key_env
 from modelplane_operator.config import Config
 
 CFG = Config()
@@ -53,7 +54,7 @@ def test_injected_env_for_default_keyed_model_uses_secret_refs_only():
     assert env["OPENAI_MODEL"]["value"] == "qwen"
     ref = {"name": "qwen-key", "key": "api-key", "optional": True}
     assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == ref
-    assert env["MODELPLANE_API_KEY_TEAM_A_QWEN"]["valueFrom"]["secretKeyRef"] == ref
+    assert env[api_key_env(MODELS["team-a/qwen"])]["valueFrom"]["secretKeyRef"] == ref
 
 
 def test_configmap_lists_usable_models_only():
@@ -96,3 +97,21 @@ def test_namespace_configmap_holds_every_model_the_namespace_may_use():
     names = [m["name"] for m in json.loads(cm["data"]["index.json"])["models"]]
     assert names == ["llama", "qwen", "public", "shared"]
     assert cm["metadata"]["name"] == "modelplane-models"
+
+
+def test_agent_user_env_wins_over_injected_env():
+    """An Agent's own OPENAI_API_KEY (or any injected name) replaces the injected one: one entry per name, or
+    server-side apply refuses the Deployment."""
+    a = agent({"name": "qwen"})
+    key = api_key_env(MODELS["team-a/qwen"])
+    a["spec"]["env"] = [{"name": "OPENAI_API_KEY", "value": "mine"}, {"name": "MODELPLANE_CONFIG_DIR", "value": "/x"},
+                        {"name": key, "value": "k"}, {"name": "LOG_LEVEL", "value": "debug"}]
+    env = render_agent_deployment(a, resolve("team-a", a["spec"]["models"], lookup), CFG)[
+        "spec"]["template"]["spec"]["containers"][0]["env"]
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    assert names[0] == "MODELPLANE_CONFIG_DIR" and names[-1] == "LOG_LEVEL"
+    by_name = {e["name"]: e for e in env}
+    assert by_name["OPENAI_API_KEY"] == {"name": "OPENAI_API_KEY", "value": "mine"}
+    assert by_name["MODELPLANE_CONFIG_DIR"]["value"] == "/x" and by_name[key] == {"name": key, "value": "k"}
+    assert by_name["OPENAI_BASE_URL"]["value"].startswith("http://qwen.")

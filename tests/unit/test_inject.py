@@ -1,7 +1,13 @@
 """The webhook's pure parts: what a pod gets, idempotently, and a configuration that cannot take a cluster down."""
 
+import json
+
+import pytest
+
+from modelplane_operator.agent import namespace_configmap
 from modelplane_operator.config import Config
-from modelplane_operator.inject import mutation, parse_models_annotation, requested, webhook_configuration
+from modelplane_operator.inject import (ERROR_ANNOTATION, MODELS_ANNOTATION, NOT_SERVING, mutation, not_configured,
+                                        parse_models_annotation, requested, webhook_configuration)
 
 CFG = Config()
 
@@ -72,3 +78,46 @@ def test_webhook_configuration_is_safe_by_default():
         exclude = hook["namespaceSelector"]["matchExpressions"][0]
         assert exclude == {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "mp"]}
     assert cfg["webhooks"][0]["objectSelector"] == {"matchLabels": {"modelplane.dev/inject": "true"}}
+
+
+def injected(p, models=MODELS):
+    """The pod as the webhook leaves it, when `models` are what exists."""
+    def find(key):
+        return next((m for m in models if (m["metadata"]["namespace"], m["metadata"]["name"]) == key), None)
+    return apply(p, mutation(p, requested(p, "team-a", models, find), CFG)[0])
+
+
+@pytest.mark.parametrize("case, created, reason", [
+    ("configured", lambda: injected(pod({MODELS_ANNOTATION: "qwen"})), None),
+    ("webhook did not answer", lambda: pod({MODELS_ANNOTATION: "qwen"}), "webhook did not answer"),
+    ("view incomplete", lambda: pod({ERROR_ANNOTATION: NOT_SERVING}), "view of Models was not complete"),
+    ("Model appeared later", lambda: injected(pod({MODELS_ANNOTATION: "qwen,later"}), MODELS),
+     "team-a/later can be used now"),
+    ("Model still missing", lambda: injected(pod({MODELS_ANNOTATION: "qwen,never"})), None),
+])
+def test_not_configured_says_why_a_pod_must_be_recreated(case, created, reason):
+    now = [*MODELS, model("later")]
+    find = lambda key: next((m for m in now if (m["metadata"]["namespace"], m["metadata"]["name"]) == key), None)  # noqa: E731
+    got = not_configured(created(), "team-a", find)
+    assert (got is None) if reason is None else (reason in got), (case, got)
+
+
+def test_namespace_index_names_a_default_only_when_there_is_one_model_to_choose():
+    one = namespace_configmap("solo", [model("only", "solo")], CFG)
+    assert json.loads(one["data"]["index.json"])["default"] == "only"
+    several = namespace_configmap("team-a", MODELS, CFG)
+    assert json.loads(several["data"]["index.json"])["default"] is None
+    # the webhook follows the same rule for the env
+    env = {e["name"] for e in mutation(pod(), requested(pod(), "solo", [model("only", "solo")], lambda k: model(
+        "only", "solo")), CFG)[0]["containers"][0]["env"]}
+    assert "OPENAI_MODEL" in env
+
+
+def test_webhook_sees_only_watched_namespaces_when_some_are_watched():
+    cfg = webhook_configuration({"url": "https://x/inject"}, watched_namespaces=("b", "a"))
+    for hook in cfg["webhooks"]:
+        assert {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]} in \
+            hook["namespaceSelector"]["matchExpressions"]
+    assert not any(e["operator"] == "In" and e["key"] == "kubernetes.io/metadata.name"
+                   for h in webhook_configuration({"url": "https://x/inject"})["webhooks"]
+                   for e in h["namespaceSelector"]["matchExpressions"])

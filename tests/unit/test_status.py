@@ -4,7 +4,7 @@ import pytest
 
 from modelplane_operator.config import Config
 from modelplane_operator.sync import is_subset
-from modelplane_operator.status import compute_status, phase_event_due, pod_summary, status_changed
+from modelplane_operator.status import Problem, compute_status, phase_event_due, pod_summary, status_changed
 
 CFG = Config()
 NOW = "2026-01-01T00:00:00Z"
@@ -71,8 +71,22 @@ def test_crash_loop_is_failed_with_reason():
 
 
 def test_name_conflict_is_failed():
-    s = compute_status(model(), None, [], CFG, NOW, conflict="Deployment ns/m already exists")
+    s = compute_status(model(), None, [], CFG, NOW, Problem("NameConflict", "Deployment ns/m already exists"))
     assert s["phase"] == "Failed" and conds(s)["Ready"]["reason"] == "NameConflict"
+
+
+def test_refused_child_fails_a_model_with_nothing_serving():
+    s = compute_status(model(), None, [], CFG, NOW, Problem("ChildRefused", "Deployment.apps is invalid: ..."))
+    assert s["phase"] == "Failed"
+    assert conds(s)["Ready"]["reason"] == conds(s)["Progressing"]["reason"] == "ChildRefused"
+    assert conds(s)["Ready"]["message"] == "Deployment.apps is invalid: ..."
+
+
+def test_refused_change_leaves_a_serving_model_ready_and_says_so():
+    s = compute_status(model(), deployment(ready=1), [], CFG, NOW, Problem("ChildRefused", "requests exceed limits"))
+    assert s["phase"] == "Ready" and conds(s)["Ready"]["status"] == "True"
+    assert (conds(s)["Progressing"]["status"], conds(s)["Progressing"]["reason"]) == ("False", "ChildRefused")
+    assert conds(s)["Progressing"]["message"] == "requests exceed limits"
 
 
 def test_scaled_to_zero():

@@ -1,0 +1,42 @@
+"""What a reconcile does with one child, as a table: plan_child is pure."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelplane_operator.status import Problem
+from modelplane_operator.sync import controlled_by, plan_child
+
+OWNER = {"kind": "Model", "metadata": {"name": "m", "namespace": "ns", "uid": "u1"}}
+DESIRED = {"kind": "Deployment", "metadata": {"name": "m", "namespace": "ns"}, "spec": {"replicas": 1}}
+
+
+def held(uid=None, controller=True, replicas=1):
+    refs = [{"uid": uid, "controller": controller, "kind": "Model", "name": "m"}] if uid else []
+    return {"kind": "Deployment", "metadata": {"name": "m", "namespace": "ns", "ownerReferences": refs},
+            "spec": {"replicas": replicas, "strategy": {"type": "RollingUpdate"}}}
+
+
+@pytest.mark.parametrize("actual, spec_changed, verb, problem", [
+    (None, False, "Created", None),
+    (held("u1"), False, None, None),                         # server defaults are not drift
+    (held("u1", replicas=3), True, "Updated", None),         # the owner's spec changed
+    (held("u1", replicas=3), False, "DriftReverted", None),  # someone else changed it
+    # Someone else's object with our name: never written, whatever its labels say.
+    (held("u2"), False, None, "NameConflict"),               # another owner (an Agent named like the Model)
+    (held("u2", replicas=3), True, None, "NameConflict"),
+    (held(None), False, None, "NameConflict"),               # no owner at all
+    (held("u1", controller=False), False, None, "NameConflict"),  # ours only as a non-controller
+])
+def test_plan_child(actual, spec_changed, verb, problem):
+    got_verb, got_problem = plan_child(OWNER, DESIRED, actual, spec_changed)
+    assert got_verb == verb
+    assert (got_problem.reason if got_problem else None) == problem
+    if got_problem:
+        assert "ns/m already exists and is not managed by this Model" in got_problem.message
+
+
+def test_controlled_by_checks_the_uid_not_the_name():
+    assert controlled_by(held("u1"), OWNER)
+    assert not controlled_by(held("u2"), OWNER)
+    assert isinstance(plan_child(OWNER, DESIRED, held("u2"), False)[1], Problem)
