@@ -8,9 +8,22 @@ import random
 
 import kopf
 
+from .config import Config, ConfigError
+
+WHERE = """where things are (operator/modelplane_operator/):
+  render.py      a Model's Deployment, Service and NetworkPolicy, decided from its spec (pure)
+  agent.py       an Agent's Deployment and ConfigMap, and which Models a workload may use (pure)
+  inject.py      what the webhook adds to an opted-in pod (pure)
+  status.py      a Model's status from its Deployment and pods (pure)
+  sync.py        writing children: plan_child decides, server-side apply writes; status write throttling
+  handlers.py    kopf's events wired to the above: read (indexes), plan, apply, report
+  config.py      these settings, typed: MODELPLANE_<FIELD> env vars (see the Config class)
+"""
+
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="modelplane-operator")
+    ap = argparse.ArgumentParser(prog="modelplane-operator", epilog=WHERE,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--namespace", "-n", action="append", default=[],
                     help="watch only this namespace (repeatable); default: all namespaces")
     ap.add_argument("--peering", default=os.environ.get("MODELPLANE_PEERING", ""),
@@ -26,14 +39,21 @@ def main(argv=None) -> None:
                     help="write the MutatingWebhookConfiguration pointing at this process (local runs)")
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
-    # Flags are one more way to set the MODELPLANE_* settings that config.Config reads.
-    for flag, value in (("WEBHOOK_PORT", args.webhook_port), ("WEBHOOK_HOST", args.webhook_host),
-                        ("WEBHOOK_CONFIGURE", "true" if args.webhook_configure else None),
-                        ("WATCH_NAMESPACES", ",".join(args.namespace))):
+    # Flags are one more way to give the MODELPLANE_* settings: they win over the environment.
+    env = dict(os.environ)
+    for var, value in (("WEBHOOK_PORT", args.webhook_port), ("WEBHOOK_HOST", args.webhook_host),
+                       ("WEBHOOK_CONFIGURE", "true" if args.webhook_configure else None),
+                       ("WATCH_NAMESPACES", ",".join(args.namespace))):
         if value:
-            os.environ[f"MODELPLANE_{flag}"] = value
-    from . import handlers  # noqa: F401  registers the handlers
+            env[f"MODELPLANE_{var}"] = value
+    try:
+        config = Config.from_env(env)
+    except ConfigError as e:
+        ap.error(str(e))  # exits 2, naming the setting
 
+    from . import handlers  # registers the handlers
+
+    handlers.install(config)
     kopf.configure(verbose=args.verbose)
     kopf.run(
         clusterwide=not args.namespace,

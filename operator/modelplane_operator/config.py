@@ -48,39 +48,82 @@ class Config:
     # finish the running ones) for up to server_drain_seconds, vLLM's --shutdown-timeout (engineArgs.shutdownTimeout
     # wins; vLLM's own default of 0 aborts every running request at once). terminationGracePeriodSeconds is the sum
     # of both plus server_exit_seconds for the engine to exit before the kubelet kills it.
-    server_prestop_seconds: str = "10"
-    server_drain_seconds: str = "90"
-    server_exit_seconds: str = "20"
+    server_prestop_seconds: int = 10
+    server_drain_seconds: int = 90
+    server_exit_seconds: int = 20
     # The injection webhook: served when webhook_port is set. webhook_host is the name the API server calls (and the
     # certificate's SAN); with webhook_configure the operator writes the MutatingWebhookConfiguration itself (local
     # runs; the Helm chart writes it in a cluster).
-    webhook_port: str = ""
+    webhook_port: int = 0  # 0: no webhook
     webhook_listen: str = "0.0.0.0"
     webhook_host: str = "127.0.0.1"
     webhook_cert_dir: str = "/tmp/modelplane-webhook"
-    webhook_configure: str = ""
-    webhook_failure_policy: str = "Ignore"
-    webhook_excluded_namespaces: str = "kube-system"  # comma-separated, plus the operator's own namespace
+    webhook_configure: bool = False
+    webhook_failure_policy: str = "Ignore"  # or Fail
+    webhook_excluded_namespaces: tuple[str, ...] = ("kube-system",)  # plus the operator's own namespace
     # In a cluster: the Secret (in `namespace`) that keeps the serving certificate, made and renewed by the operator,
     # and the MutatingWebhookConfiguration whose caBundle it keeps current. With webhook_cert_source=files the
     # certificate files are provided (cert-manager) and used as they are.
     webhook_cert_secret: str = ""
     webhook_configuration: str = ""
-    webhook_cert_source: str = "operator"
+    webhook_cert_source: str = "operator"  # or files
     namespace: str = ""  # the operator's own namespace (MODELPLANE_NAMESPACE, from the downward API)
-    metrics_port: str = ""  # Prometheus metrics of the operator itself, when set
+    metrics_port: int = 0  # Prometheus metrics of the operator itself, when set
     # /readyz answers 200 here once this replica can answer admissions (its Model cache is synced).
-    readiness_port: str = ""
-    watch_namespaces: str = ""  # comma-separated; empty: the whole cluster (set from --namespace)
+    readiness_port: int = 0
+    watch_namespaces: tuple[str, ...] = ()  # empty: the whole cluster (set from --namespace)
     # When set, each Model gets a NetworkPolicy: only agent and injected pods of the namespaces it serves reach it.
-    network_policies: str = ""
+    network_policies: bool = False
+
+    def __post_init__(self):
+        # Values given as strings (env vars, flags, tests) become the field's type here, or are refused by name.
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _typed(field, getattr(self, field.name), field.name))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Config":
-        """MODELPLANE_<FIELD_IN_UPPER_CASE> overrides a field, e.g. MODELPLANE_GPU_RESOURCE=amd.com/gpu."""
+        """MODELPLANE_<FIELD_IN_UPPER_CASE> overrides a field, e.g. MODELPLANE_GPU_RESOURCE=amd.com/gpu. A value the
+        field cannot take raises ConfigError naming the variable."""
         overrides = {}
         for field in dataclasses.fields(cls):
-            value = env.get(f"MODELPLANE_{field.name.upper()}")
+            var = f"MODELPLANE_{field.name.upper()}"
+            value = env.get(var)
             if value:
-                overrides[field.name] = value
+                overrides[field.name] = _typed(field, value, var)
         return cls(**overrides)
+
+
+class ConfigError(ValueError):
+    """A setting the operator cannot start with; the message names it."""
+
+
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off", ""}
+_PORTS = {"webhook_port", "metrics_port", "readiness_port"}
+_CHOICES = {"webhook_failure_policy": ("Ignore", "Fail"), "webhook_cert_source": ("operator", "files")}
+
+
+def _typed(field: dataclasses.Field, value, name: str):
+    """`value` as the type of `field` (its default's type), or ConfigError naming `name`."""
+    kind = type(field.default)
+    if isinstance(value, kind) and kind is not tuple:
+        typed = value
+    elif kind is bool:
+        word = str(value).strip().lower()
+        if word not in _TRUE | _FALSE:
+            raise ConfigError(f"{name}: {value!r} is not a boolean (true or false)")
+        typed = word in _TRUE
+    elif kind is int:
+        try:
+            typed = int(str(value).strip())
+        except ValueError:
+            raise ConfigError(f"{name}: {value!r} is not a whole number") from None
+        if typed < 0 or (field.name in _PORTS and typed > 65535):
+            raise ConfigError(f"{name}: {value!r} is out of range" + (" (0-65535)" if field.name in _PORTS else ""))
+    elif kind is tuple:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        typed = tuple(i.strip() for i in items if i.strip())
+    else:
+        typed = str(value)
+    if typed not in _CHOICES.get(field.name, (typed,)):
+        raise ConfigError(f"{name}: {value!r} is not one of {', '.join(_CHOICES[field.name])}")
+    return typed

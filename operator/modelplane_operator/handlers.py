@@ -25,13 +25,14 @@ from .config import FIELD_MANAGER, GROUP, VERSION, Config
 from .render import MODEL_LABEL, render_children, spec_of
 from .status import Problem, compute_status, phase_event_due, pod_summary, status_changed
 
-CONFIG = Config.from_env()
+# Set by install(), from main, before kopf runs: the typed settings and what depends on them.
+CONFIG = Config()
 AGENT_FANOUT = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-fanout")
-WATCHED = [n for n in CONFIG.watch_namespaces.split(",") if n]
+WATCHED: list[str] = []
 # Admissions read Models from a cache of their own (see modelcache): kopf's indexes are incomplete at start and
 # frozen in a standby, while every replica answers admissions.
-MODEL_CACHE = ModelCache(WATCHED)
-EXCLUDED = {n for n in [*CONFIG.webhook_excluded_namespaces.split(","), CONFIG.namespace] if n}
+MODEL_CACHE = ModelCache()
+EXCLUDED: set[str] = set()
 UNCONFIGURED = Reporter(MODEL_CACHE.lookup, EXCLUDED, WATCHED)
 # The webhook's one write (creating a namespace's ConfigMap) runs here, off the admission path.
 CONFIGMAP_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="configmap-writer")
@@ -54,12 +55,12 @@ def configure(settings: kopf.OperatorSettings, **_):
     # A replica that dies without saying goodbye is forgotten after this long, and a standby takes over.
     settings.peering.lifetime = 20
     if CONFIG.metrics_port:
-        metrics.serve(int(CONFIG.metrics_port))
+        metrics.serve(CONFIG.metrics_port)
     if CONFIG.webhook_port:
         MODEL_CACHE.start()
         serve_webhook(settings)
     if CONFIG.readiness_port:
-        readiness.serve(int(CONFIG.readiness_port),
+        readiness.serve(CONFIG.readiness_port,
                         lambda: not CONFIG.webhook_port or MODEL_CACHE.synced.is_set())
     if settings.peering.name and not settings.peering.standalone:
         # kopf needs its peering object to exist; a chart cannot ship it beside its CRD, so the operator makes it.
@@ -75,7 +76,7 @@ def serve_webhook(settings: kopf.OperatorSettings) -> None:
         ca = (folder / "ca.crt").read_bytes()
     else:
         ca = certs.serving_pair(folder, "modelplane-webhook", sans)
-    port = int(CONFIG.webhook_port)
+    port = CONFIG.webhook_port
     settings.admission.server = kopf.WebhookServer(
         addr=CONFIG.webhook_listen, port=port, host=CONFIG.webhook_host, certfile=folder / "tls.crt",
         pkeyfile=folder / "tls.key", cadata=ca)
@@ -376,8 +377,16 @@ async def inject_pod(body, patch, warnings, dryrun, **_):
         CONFIGMAP_WRITER.submit(make_namespace_configmap, namespace).add_done_callback(_log_failure)
 
 
-# Registered only where a webhook is served: kopf refuses to start with admission handlers and no server, and an
-# operator run without --webhook-port (`make run`, the demo) still reconciles Models and Agents.
-if CONFIG.webhook_port:
-    kopf.on.mutate("v1", "pods", id=inject.WEBHOOK_PATH.strip("/"), operations=["CREATE"],
-                   ignore_failures=True)(inject_pod)
+def install(config: Config) -> None:
+    """Called once by main before kopf runs: the settings every handler reads, and the admission handler, registered
+    only where a webhook is served (kopf refuses to start with admission handlers and no server, and an operator run
+    without --webhook-port still reconciles Models and Agents)."""
+    global CONFIG, WATCHED, EXCLUDED, MODEL_CACHE, UNCONFIGURED
+    CONFIG = config
+    WATCHED = list(config.watch_namespaces)
+    EXCLUDED = {n for n in [*config.webhook_excluded_namespaces, config.namespace] if n}
+    MODEL_CACHE = ModelCache(WATCHED)
+    UNCONFIGURED = Reporter(MODEL_CACHE.lookup, EXCLUDED, WATCHED)
+    if config.webhook_port:
+        kopf.on.mutate("v1", "pods", id=inject.WEBHOOK_PATH.strip("/"), operations=["CREATE"],
+                       ignore_failures=True)(inject_pod)

@@ -1,0 +1,32 @@
+"""Operator settings: typed once, bad values refused at start with the variable named."""
+
+import pytest
+
+from modelplane_operator.config import Config, ConfigError
+
+
+def test_env_values_take_their_fields_types():
+    cfg = Config.from_env({"MODELPLANE_NETWORK_POLICIES": "false", "MODELPLANE_WEBHOOK_PORT": "9443",
+                           "MODELPLANE_WATCH_NAMESPACES": "a, b", "MODELPLANE_WEBHOOK_CONFIGURE": "true",
+                           "MODELPLANE_SERVER_DRAIN_SECONDS": "30"})
+    assert cfg.network_policies is False  # was the string "false": truthy, so policies were on
+    assert cfg.webhook_port == 9443 and cfg.webhook_configure is True and cfg.server_drain_seconds == 30
+    assert cfg.watch_namespaces == ("a", "b") and cfg.webhook_excluded_namespaces == ("kube-system",)
+    assert Config.from_env({}) == Config()
+
+
+@pytest.mark.parametrize("var, value, says", [
+    ("MODELPLANE_WEBHOOK_PORT", "https", "not a whole number"),
+    ("MODELPLANE_METRICS_PORT", "70000", "out of range"),
+    ("MODELPLANE_NETWORK_POLICIES", "maybe", "not a boolean"),
+    ("MODELPLANE_WEBHOOK_FAILURE_POLICY", "ignore", "not one of Ignore, Fail"),
+    ("MODELPLANE_SERVER_EXIT_SECONDS", "-1", "out of range"),
+])
+def test_bad_values_are_refused_naming_the_variable(var, value, says):
+    with pytest.raises(ConfigError, match=f"^{var}: .*{says}"):
+        Config.from_env({var: value})
+
+
+def test_values_given_in_code_are_typed_too():
+    assert Config(network_policies="true").network_policies is True
+    assert Config(webhook_port="8443").webhook_port == 8443
