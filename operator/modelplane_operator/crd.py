@@ -174,6 +174,26 @@ def parallel_rules() -> list:
           for n in factors],
     ]
 
+ROLLOUT_STRATEGIES = ("Surge", "Replace")
+
+
+def rollout_schema() -> dict:
+    return obj(
+        "How a change to the spec replaces the running replicas.", {
+            "strategy": string(
+                "Surge (the default): each new replica starts first, on a GPU of its own, and an old one stops only "
+                "once it is ready: no capacity is lost, but a rollout needs spare GPUs for a new replica; on a "
+                "cluster without them it waits (status: Progressing reason WaitingForGPU). Replace: an old replica "
+                "stops first and its replacement takes its GPUs: for clusters without a spare GPU, at the price of "
+                "one replica's capacity during the rollout; with replicas: 1 the Model does not serve until the new "
+                "replica is ready (a short outage, as long as loading the weights takes). With a "
+                "ReadWriteOnce cache.claimName (or pvc:// source) and replicas on different nodes, Surge cannot "
+                "work (the claim attaches to one node only: the new pod waits in ContainerCreating, status reason "
+                "WaitingForVolume): use a ReadWriteMany claim, or Replace with replicas: 1.",
+                enum=list(ROLLOUT_STRATEGIES), default="Surge"),
+        }, default={})
+
+
 def model_spec_schema() -> dict:
     return obj(
         "What to serve and how. Only source is required.",
@@ -220,6 +240,7 @@ def model_spec_schema() -> dict:
                              "claimName": string("PersistentVolumeClaim in this namespace to keep the cache "
                                                  "across restarts.", maxLength=253),
                          }),
+            "rollout": rollout_schema(),
             "shmSize": quantity("Size of the memory-backed /dev/shm (tensor parallel workers share tensors "
                                 "through it). Defaults to the operator's setting (8Gi)."),
             "startupTimeoutSeconds": integer("How long a replica may take to load the weights before it is "
@@ -259,7 +280,10 @@ def model_status_schema() -> dict:
     return obj("Observed state, written by the operator.", {
         "phase": string("Pending (waiting for a node), Loading (scheduled, weights loading), Ready (serving), "
                         "Failed (cannot start without a change).", enum=["Pending", "Loading", "Ready", "Failed"]),
-        "conditions": array("Ready, Progressing and Scheduled conditions.", condition_schema(),
+        "conditions": array("Ready, Progressing and Scheduled conditions. Progressing says why a rollout waits: "
+                            "reason WaitingForGPU (a new pod cannot be scheduled for want of GPUs; see "
+                            "spec.rollout.strategy) or WaitingForVolume (a new pod waits in ContainerCreating for a "
+                            "claim to attach, e.g. a ReadWriteOnce claim held on another node).", condition_schema(),
                             **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
         "replicas": integer("Replicas that exist."),
         "readyReplicas": integer("Replicas that pass their readiness probe."),

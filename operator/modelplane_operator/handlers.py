@@ -322,7 +322,7 @@ def ensure_namespace_configmap(namespace: str, model_index, configmap_index) -> 
         desired = namespace_configmap(namespace, all_models(model_index), CONFIG)
         actual = sync.first(configmap_index, (namespace, NAMESPACE_CONFIGMAP))
         if actual is None or sync.differs(desired, actual):
-            kube.apply(desired)
+            sync.write(desired)
 
 
 @kopf.on.event("v1", "configmaps", labels=MANAGED, when=lambda name, **_: name == NAMESPACE_CONFIGMAP)

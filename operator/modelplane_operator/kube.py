@@ -114,6 +114,13 @@ def apply(obj: dict) -> dict:
                    content_type="application/apply-patch+yaml")
 
 
+def merge_patch(obj: dict, patch: dict) -> dict:
+    """A JSON merge patch of `obj` (null removes a key, whoever set it)."""
+    meta = obj["metadata"]
+    path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
+    return request("PATCH", path, patch, content_type="application/merge-patch+json")
+
+
 def patch_status(owner: dict, status: dict) -> dict:
     """Merge-patch the status subresource of a Model or an Agent."""
     meta = owner["metadata"]

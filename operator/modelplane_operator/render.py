@@ -185,6 +185,24 @@ def probes(spec: dict) -> dict:
     }
 
 
+def rollout_strategy(spec: dict) -> dict:
+    """The Deployment's rolling update for spec.rollout.strategy. Surge never takes a serving replica down before its
+    replacement is ready: a rollout that cannot get a GPU waits (and status says WaitingForGPU) instead of causing an
+    outage. Replace takes one old replica down first, so that its replacement can have its GPUs."""
+    if (spec.get("rollout") or {}).get("strategy") == "Replace":
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def claims(spec: dict) -> list[str]:
+    """The PersistentVolumeClaims a server pod mounts: the cache claim and a pvc:// source's claim."""
+    out = [cache_claim(spec)] if cache_claim(spec) else []
+    scheme, _, rest = spec["source"].partition("://")
+    if scheme == "pvc" and rest.partition("/")[0] not in out:
+        out.append(rest.partition("/")[0])
+    return out
+
+
 def render_deployment(model: dict, config: Config) -> dict:
     spec = spec_of(model)
     name = model["metadata"]["name"]
@@ -238,9 +256,7 @@ def render_deployment(model: dict, config: Config) -> dict:
         "spec": {
             "replicas": spec["replicas"],
             "selector": {"matchLabels": selector(name)},
-            # Never take a serving replica down before its replacement is ready: a rollout that cannot get a GPU
-            # waits (and says so in status) instead of causing an outage.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": rollout_strategy(spec),
             "progressDeadlineSeconds": spec["startupTimeoutSeconds"] + 300,
             "revisionHistoryLimit": 3,
             "template": {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .config import Config
-from .render import GENERATION_ANNOTATION, endpoint, selector, served_model_name, spec_of
+from .render import GENERATION_ANNOTATION, claims, endpoint, selector, served_model_name, spec_of
 
 # Container waiting reasons that will not fix themselves without a change to the Model or the cluster.
 FAILING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
@@ -18,6 +18,10 @@ def pod_summary(pod: dict) -> dict:
     status = pod.get("status") or {}
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled") or {}
+    # False until the kubelet has the pod's sandbox, which it creates only once every volume is attached and mounted
+    # (image pulls come after it): a pod waiting in ContainerCreating without it waits for its volumes (or its
+    # network). Absent on kubelets older than 1.29 (or with the PodReadyToStartContainersCondition gate off).
+    sandbox = conditions.get("PodReadyToStartContainers") or {}
     waiting = [(s["state"]["waiting"].get("reason", ""), s["state"]["waiting"].get("message", ""))
                for s in status.get("containerStatuses") or [] if (s.get("state") or {}).get("waiting")]
     # A container that exited with an error and has not been restarted yet fails the same way.
@@ -32,6 +36,8 @@ def pod_summary(pod: dict) -> dict:
         "scheduled": scheduled.get("status", "Unknown"),
         "scheduleReason": scheduled.get("reason", ""),
         "scheduleMessage": scheduled.get("message", ""),
+        "scheduledAt": scheduled.get("lastTransitionTime") or "",
+        "sandbox": sandbox.get("status", "Unknown"),
         "ready": (conditions.get("Ready") or {}).get("status") == "True",
         "waiting": waiting,
         "lastTerminated": terminated,
@@ -75,6 +81,11 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
     failing = [(p["name"], r, m) for p in live for r, m in p["waiting"] if r in FAILING_REASONS]
     deadline = next((c for c in dstatus.get("conditions") or []
                      if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"), None)
+    # Pods of an earlier template still count: a rollout is under way, and with Surge they are what serves.
+    rolling = replicas > updated
+    surge = (spec.get("rollout") or {}).get("strategy", "Surge") == "Surge"
+    waiting_gpu = waiting_for_gpu(spec, unschedulable, config)
+    waiting_volume = waiting_for_volume(spec, live)
 
     def cond(type_, ok, reason, message):
         return condition(type_, ok, reason, message, generation, previous, now)
@@ -96,6 +107,12 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
                   updated == desired and replicas == desired and ready == desired)
     if problem:
         progressing = cond("Progressing", "False", problem.reason, problem.message)
+    elif waiting_gpu:
+        progressing = cond("Progressing", "False" if deadline else "True", "WaitingForGPU",
+                           gpu_message(spec, waiting_gpu, ready, rolling and surge, config, deadline))
+    elif waiting_volume:
+        progressing = cond("Progressing", "False" if deadline else "True", "WaitingForVolume",
+                           volume_message(spec, waiting_volume[0], rolling and surge, deadline))
     elif deadline:
         progressing = cond("Progressing", "False", "ProgressDeadlineExceeded", deadline.get("message", ""))
     elif rolled_out:
@@ -123,6 +140,10 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         phase = "Pending"
         ready_cond = cond("Ready", "False", "Unschedulable" if unschedulable else "WaitingForPods",
                           scheduled["message"])
+    elif waiting_volume:
+        phase = "Loading"
+        ready_cond = cond("Ready", "False", "WaitingForVolume",
+                          volume_message(spec, waiting_volume[0], rolling and surge, deadline))
     else:
         phase, ready_cond = "Loading", cond("Ready", "False", "Loading", "scheduled; loading weights")
 
@@ -137,6 +158,47 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         "servedModelName": served_model_name(model),
         "observedGeneration": generation,
     }
+
+
+def waiting_for_gpu(spec: dict, unschedulable: list[dict], config: Config) -> list[dict]:
+    """Pods the scheduler cannot place for want of the Model's GPU resource (its message names it as Insufficient)."""
+    gpu = spec.get("gpuResourceName") or config.gpu_resource
+    return [p for p in unschedulable if spec["gpus"] and f"Insufficient {gpu}" in p["scheduleMessage"]]
+
+
+def waiting_for_volume(spec: dict, live: list[dict]) -> list[dict]:
+    """Pods of a Model that mounts claims, placed on a node but waiting in ContainerCreating without a sandbox: the
+    kubelet waits for their volumes to attach and mount. Why (FailedAttachVolume, Multi-Attach) is only in the
+    pod's Events, which status does not read; the message names the likely cause."""
+    if not claims(spec):
+        return []
+    return [p for p in live if p["scheduled"] == "True" and not p["ready"] and p.get("sandbox") == "False"
+            and any(reason == "ContainerCreating" for reason, _ in p["waiting"])]
+
+
+def _deadline_note(deadline: dict | None) -> str:
+    return " The Deployment has passed its progress deadline." if deadline else ""
+
+
+def gpu_message(spec: dict, pods: list[dict], ready: int, surge_rollout: bool, config: Config,
+                deadline: dict | None) -> str:
+    gpu = spec.get("gpuResourceName") or config.gpu_resource
+    want = f"{spec['gpus']} free {gpu}"
+    scheduler = f" Scheduler: {pods[0]['scheduleMessage']}"
+    if surge_rollout and ready:
+        return (f"{len(pods)} new replica(s) wait for {want} while {ready} old replica(s) keep serving. Without a "
+                "spare GPU in the cluster, set spec.rollout.strategy: Replace to stop an old replica first (at the "
+                "price of its capacity during the rollout)." + _deadline_note(deadline) + scheduler)
+    return f"{len(pods)} replica(s) wait for {want} each." + _deadline_note(deadline) + scheduler
+
+
+def volume_message(spec: dict, pod: dict, surge_rollout: bool, deadline: dict | None) -> str:
+    since = f" since {pod['scheduledAt']}" if pod.get("scheduledAt") else ""
+    fix = "use a ReadWriteMany claim" + (", or set spec.rollout.strategy: Replace (with replicas: 1)"
+                                         if surge_rollout else "")
+    return (f"new pod {pod['name']} waiting in ContainerCreating{since} for its volumes (claims "
+            f"{', '.join(claims(spec))}). A ReadWriteOnce claim cannot attach to two nodes: if `kubectl describe pod "
+            f"{pod['name']}` shows FailedAttachVolume (Multi-Attach), {fix}." + _deadline_note(deadline))
 
 
 def status_changed(old: dict | None, new: dict) -> bool:

@@ -172,13 +172,21 @@ def _sync_child(owner: dict, child: dict, actual: dict | None, cause: str) -> tu
     if verb is None:
         return (None if problem else actual), None, problem
     try:
-        return kube.apply(child), verb, None
+        return write(child), verb, None
     except ApiException as e:
         if e.status not in REFUSALS:
             raise  # the API server or the network: kopf retries
         meta = child["metadata"]
         return actual, None, Problem("ChildRefused", f"{child['kind']} {meta['namespace']}/{meta['name']} was "
                                                      f"refused: {api_message(e)}")
+
+
+def write(child: dict) -> dict:
+    """Server-side apply; a ConfigMap also loses data keys someone else added (apply never removes fields it does
+    not own, and the data of our ConfigMaps is ours whole)."""
+    now = kube.apply(child)
+    extra = sorted(set(now.get("data") or {}) - set(child["data"])) if "data" in child else []
+    return kube.merge_patch(child, {"data": {key: None for key in extra}}) if extra else now
 
 
 def api_message(e: ApiException) -> str:

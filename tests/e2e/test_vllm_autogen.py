@@ -111,22 +111,62 @@ def test_api_key_is_required(secured):
 
 
 def test_agent_with_injected_key_and_a_tool(secured, tmp_path, monkeypatch):
+    """The tool-calling Model (hermes parser) calls a tool, through the AutoGen client and through an agent that runs
+    it. A tiny random-weights model never chooses a tool by itself, so the call is forced: tool_choice "required"
+    (vLLM constrains the output to <tool_call> JSON naming a given tool), one call (parallel_tool_calls false),
+    greedy (its arguments come out short: an empty object here, so the tool takes no required argument)."""
     from autogen_agentchat.agents import AssistantAgent
+    from autogen_agentchat.messages import ToolCallExecutionEvent, ToolCallRequestEvent, ToolCallSummaryMessage
+    from autogen_core import FunctionCall
+    from autogen_core.models import UserMessage
+    from autogen_core.tools import FunctionTool
     from modelplane_agents import ModelNotReady
 
     with pytest.raises(ModelNotReady, match="MODELPLANE_API_KEY_AGENTS_TINY_TOOLS"):
         client_for(*secured, tmp_path, monkeypatch)  # no key in the environment: a clear error, not a 401 later
 
-    def cluster_size(namespace: str) -> int:
+    calls = []
+
+    def cluster_size(namespace: str = "team-a") -> int:
         """Number of nodes in the cluster serving a namespace."""
+        calls.append(namespace)
         return 3
 
+    forced = {"parallel_tool_calls": False, "temperature": 0, "max_tokens": 128}
     client = client_for(*secured, tmp_path, monkeypatch, key=KEY)
     assert client.model_info["function_calling"] is True
+
+    async def call():
+        return await client.create([UserMessage(content="How many nodes serve namespace team-a?", source="user")],
+                                   tools=[FunctionTool(cluster_size, description=cluster_size.__doc__)],
+                                   tool_choice="required", extra_create_args=forced)
+
+    result = asyncio.run(call())
+    assert result.finish_reason == "function_calls", result
+    assert isinstance(result.content, list) and len(result.content) == 1, result
+    assert isinstance(result.content[0], FunctionCall) and result.content[0].name == "cluster_size", result
+    assert isinstance(json.loads(result.content[0].arguments), dict), result  # JSON arguments, an object
+    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
+
+    # AssistantAgent asks with tool_choice "auto" and has no setting for it: its client forces it here.
+    create = client.create
+
+    async def create_forced(messages, **kwargs):
+        return await create(messages, **{**kwargs, "tool_choice": "required", "extra_create_args": forced})
+
+    monkeypatch.setattr(client, "create", create_forced)
     agent = AssistantAgent("assistant", model_client=client, tools=[cluster_size])
     result = asyncio.run(agent.run(task="How many nodes serve namespace team-a?"))
-    assert result.messages[-1].source == "assistant"
-    assert result.messages[-1].models_usage.prompt_tokens > 0
+    kinds = [type(m) for m in result.messages]
+    request = next((m for m in result.messages if isinstance(m, ToolCallRequestEvent)), None)
+    execution = next((m for m in result.messages if isinstance(m, ToolCallExecutionEvent)), None)
+    assert request is not None and execution is not None, kinds
+    assert [c.name for c in request.content] == ["cluster_size"], request
+    assert request.models_usage.prompt_tokens > 0
+    assert [(r.name, r.content, r.is_error) for r in execution.content] == [("cluster_size", "3", False)], execution
+    assert len(calls) == 1  # the Python function ran, once, with the arguments the model gave
+    final = result.messages[-1]
+    assert isinstance(final, ToolCallSummaryMessage) and final.source == "assistant" and final.content == "3", final
 
 
 def test_example_models_parse_with_vllms_own_parser():

@@ -79,6 +79,86 @@ def test_spec_change_rolls_out_once(kube, operator, namespace):
     assert m["status"]["observedGeneration"] == 2
 
 
+def gpu_nodes(kube) -> dict[str, int]:
+    nodes = json.loads(kube.run("get", "nodes", "-o", "json").stdout)["items"]
+    return {n["metadata"]["name"]: int(n["status"]["allocatable"].get("nvidia.com/gpu", "0")) for n in nodes
+            if int(n["status"]["allocatable"].get("nvidia.com/gpu", "0"))}
+
+
+def gpu_pods(kube, namespace=None) -> list[str]:
+    """Pods that hold or want GPUs (all namespaces unless one is named)."""
+    where = ["-n", namespace] if namespace else ["-A"]
+    pods = json.loads(kube.run("get", "pods", *where, "-o", "json").stdout)["items"]
+    return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods
+            if p["status"].get("phase") not in ("Succeeded", "Failed")
+            and any("nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {}) for c in p["spec"]["containers"])]
+
+
+def test_rollout_on_a_full_gpu_cluster(kube, operator, namespace):
+    """Every GPU taken: a Surge rollout waits for a GPU and says so while the old replica keeps serving; with
+    spec.rollout.strategy: Replace the old replica makes way and the rollout completes."""
+    nodes = gpu_nodes(kube)
+    assert nodes, "no GPU nodes"
+    # Models of earlier tests are deleted without waiting: their GPUs must be free before this one fills them.
+    kube.wait_for(lambda: not gpu_pods(kube), timeout=120, what="GPUs of earlier tests freed")
+    names = [f"fill-{i}" for i in range(len(nodes) - 1)] + ["roll"]
+    try:
+        for name, gpus in zip(names, sorted(nodes.values())):
+            kube.apply(model(name, namespace, gpus=gpus))
+        for name in names:
+            wait_phase(kube, name, namespace, "Ready")
+        roll = kube.get("model", "roll", namespace)
+        assert roll["spec"]["rollout"] == {"strategy": "Surge"}  # the API server's default
+        dep = kube.get("deployment", "roll", namespace)
+        assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+        kube.run("patch", "model", "roll", "-n", namespace, "--type=merge", "-p",
+                 '{"spec":{"engineArgs":{"maxModelLen":2048}}}')
+        m = kube.wait_for(lambda: (m := kube.get("model", "roll", namespace)) and
+                          conditions(m).get("Progressing", {}).get("reason") == "WaitingForGPU" and m,
+                          what="WaitingForGPU")
+        progressing = conditions(m)["Progressing"]
+        assert progressing["status"] == "True"
+        assert "spec.rollout.strategy: Replace" in progressing["message"], progressing["message"]
+        assert "Insufficient nvidia.com/gpu" in progressing["message"], progressing["message"]
+        assert m["status"]["phase"] == "Ready" and conditions(m)["Ready"]["status"] == "True"  # still serving
+        assert m["status"]["readyReplicas"] == 1
+        assert conditions(m)["Scheduled"]["status"] == "False"
+        assert len(gpu_pods(kube, namespace)) == len(names) + 1  # the surge pod waits beside the old one
+
+        kube.run("patch", "model", "roll", "-n", namespace, "--type=merge", "-p",
+                 '{"spec":{"rollout":{"strategy":"Replace"}}}')
+
+        def rolled_out(max_model_len):
+            m = kube.get("model", "roll", namespace)
+            if not (m["status"].get("observedGeneration") == m["metadata"]["generation"] and
+                    conditions(m).get("Progressing", {}).get("reason") == "RolloutComplete" and
+                    m["status"]["phase"] == "Ready"):
+                return None
+            pods = json.loads(kube.run("get", "pods", "-n", namespace, "-l", "modelplane.dev/model=roll", "-o",
+                                       "json").stdout)["items"]
+            live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+            args = [p["spec"]["containers"][0]["args"] for p in live]
+            return (len(live) == 1 and ["--max-model-len", max_model_len] == args[0][args[0].index("--max-model-len"):][:2]
+                    and m)
+
+        m = kube.wait_for(lambda: rolled_out("2048"), timeout=90, what="Replace rollout complete")
+        dep = kube.get("deployment", "roll", namespace)
+        assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+        assert conditions(m)["Scheduled"]["status"] == "True"
+
+        # A further change under Replace goes through at once, the GPUs still all taken.
+        kube.run("patch", "model", "roll", "-n", namespace, "--type=merge", "-p",
+                 '{"spec":{"engineArgs":{"maxModelLen":1024}}}')
+        kube.wait_for(lambda: rolled_out("1024"), timeout=90, what="second Replace rollout complete")
+        for name in names[:-1]:
+            assert kube.get("model", name, namespace)["status"]["phase"] == "Ready"
+    finally:
+        # Free the GPUs for the tests that follow (the namespace is deleted without waiting).
+        kube.run("delete", "models", "--all", "-n", namespace, "--wait=false", check=False)
+        kube.wait_for(lambda: not gpu_pods(kube, namespace), timeout=120, what="GPUs freed")
+
+
 def test_manual_drift_is_reverted(kube, operator, namespace):
     kube.apply(model("drift", namespace))
     kube.wait_for(lambda: kube.get("deployment", "drift", namespace), what="deployment")

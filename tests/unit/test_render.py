@@ -236,6 +236,36 @@ def test_rollout_never_removes_serving_replica_first():
     assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
 
 
+@pytest.mark.parametrize("rollout,expected", [
+    (None, {"maxSurge": 1, "maxUnavailable": 0}),
+    ({}, {"maxSurge": 1, "maxUnavailable": 0}),
+    ({"strategy": "Surge"}, {"maxSurge": 1, "maxUnavailable": 0}),
+    # For clusters without a spare GPU: an old replica stops first and its replacement takes its GPUs.
+    ({"strategy": "Replace"}, {"maxSurge": 0, "maxUnavailable": 1}),
+])
+def test_rollout_strategy(rollout, expected):
+    spec = {"replicas": 2} if rollout is None else {"replicas": 2, "rollout": rollout}
+    dep = render_deployment(model(spec), CFG)
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": expected}
+
+
+def test_rollout_strategy_defaults_to_surge_as_the_api_server_stores_it():
+    assert spec_of(model())["rollout"] == {"strategy": "Surge"}
+    assert spec_of(model({"rollout": {}}))["rollout"] == {"strategy": "Surge"}
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ({}, []),
+    ({"cache": {"claimName": "hf-cache"}}, ["hf-cache"]),
+    ({"source": "pvc://weights/qwen"}, ["weights"]),
+    ({"source": "pvc://weights", "cache": {"claimName": "hf-cache"}}, ["hf-cache", "weights"]),
+    ({"source": "pvc://shared/qwen", "cache": {"claimName": "shared"}}, ["shared"]),
+])
+def test_claims_a_server_pod_mounts(spec, expected):
+    from modelplane_operator.render import claims
+    assert claims(spec_of(model(spec))) == expected
+
+
 def test_config_from_env():
     cfg = Config.from_env({"MODELPLANE_GPU_RESOURCE": "amd.com/gpu", "MODELPLANE_VLLM_IMAGE": "x:1"})
     assert cfg.gpu_resource == "amd.com/gpu" and cfg.vllm_image == "x:1" and cfg.cluster_domain == "cluster.local"

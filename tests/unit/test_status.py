@@ -134,3 +134,122 @@ def test_container_that_exited_with_an_error_fails_the_model():
     ("Failed", "Failed", False), ("Failed", "Loading", False)])
 def test_phase_events_for_what_a_person_acts_on(old, new, due):
     assert phase_event_due(old, new) is due
+
+
+# --- rollouts that wait: for a GPU (Surge on a full cluster), for a volume (a ReadWriteOnce claim on two nodes) ----
+
+GPU_FULL = ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available: 3 No "
+            "preemption victims found for incoming pod.")
+
+
+def rollout_model(replicas=1, strategy=None, claim=None, gpu_resource=None, source="hf://a/b"):
+    spec = {"source": source, "replicas": replicas}
+    if strategy:
+        spec["rollout"] = {"strategy": strategy}
+    if claim:
+        spec["cache"] = {"claimName": claim}
+    if gpu_resource:
+        spec["gpuResourceName"] = gpu_resource
+    return {"metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 4}, "spec": spec, "status": {}}
+
+
+def creating(name="m-new", sandbox="False", scheduled_at="2026-01-01T00:00:00Z"):
+    """A pod placed on a node whose kubelet has not created its sandbox: it waits for its volumes."""
+    conditions = [{"type": "PodScheduled", "status": "True", "lastTransitionTime": scheduled_at},
+                  {"type": "Ready", "status": "False"}]
+    if sandbox is not None:
+        conditions.append({"type": "PodReadyToStartContainers", "status": sandbox})
+    return pod_summary({"metadata": {"name": name}, "status": {"conditions": conditions, "containerStatuses": [
+        {"state": {"waiting": {"reason": "ContainerCreating"}}, "restartCount": 0}]}})
+
+
+SERVING = pod(ready=True)
+NO_GPU = pod("False", "Unschedulable", GPU_FULL)
+DEADLINE = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "m-2" has timed out progressing.'}
+
+# (case, model, deployment, pods) -> (phase, Ready reason, Progressing status, Progressing reason, words in message)
+WAITING = [
+    ("surge rollout on a full cluster keeps serving and suggests Replace",
+     rollout_model(), deployment(ready=1, replicas=2, updated=1), [SERVING, NO_GPU],
+     ("Ready", "Serving", "True", "WaitingForGPU",
+      ["1 new replica(s) wait for 1 free nvidia.com/gpu while 1 old replica(s) keep serving",
+       "spec.rollout.strategy: Replace", "Insufficient nvidia.com/gpu"])),
+    ("past the progress deadline it still says why",
+     rollout_model(), deployment(ready=1, replicas=2, updated=1, conditions=[DEADLINE]), [SERVING, NO_GPU],
+     ("Ready", "Serving", "False", "WaitingForGPU", ["spec.rollout.strategy: Replace", "progress deadline"])),
+    ("Replace rollout that still cannot get a GPU suggests nothing it already does",
+     rollout_model(replicas=2, strategy="Replace"), deployment(ready=1, replicas=2, updated=1), [SERVING, NO_GPU],
+     ("Ready", "Serving", "True", "WaitingForGPU", ["1 replica(s) wait for 1 free nvidia.com/gpu each"])),
+    ("scale-up without free GPUs is no rollout: Replace would not help",
+     rollout_model(replicas=2), deployment(ready=1, replicas=2, updated=2), [SERVING, NO_GPU],
+     ("Ready", "Serving", "True", "WaitingForGPU", ["1 replica(s) wait for 1 free nvidia.com/gpu each"])),
+    ("a new Model that does not fit is Pending, and Progressing says why",
+     rollout_model(), deployment(), [NO_GPU],
+     ("Pending", "Unschedulable", "True", "WaitingForGPU", ["1 replica(s) wait"])),
+    ("another vendor's GPU resource",
+     rollout_model(gpu_resource="amd.com/gpu"), deployment(ready=1, replicas=2, updated=1),
+     [SERVING, pod("False", "Unschedulable", "0/3 nodes are available: 3 Insufficient amd.com/gpu.")],
+     ("Ready", "Serving", "True", "WaitingForGPU", ["free amd.com/gpu", "Replace"])),
+    ("unschedulable for another reason is not a GPU wait",
+     rollout_model(), deployment(ready=1, replicas=2, updated=1),
+     [SERVING, pod("False", "Unschedulable", "0/3 nodes are available: 3 node(s) didn't match node selector.")],
+     ("Ready", "Serving", "True", "RollingOut", [])),
+    ("surge pod stuck on a ReadWriteOnce cache claim held on another node",
+     rollout_model(claim="hf-cache"), deployment(ready=1, replicas=2, updated=1), [SERVING, creating()],
+     ("Ready", "Serving", "True", "WaitingForVolume",
+      ["new pod m-new waiting in ContainerCreating since 2026-01-01T00:00:00Z", "claims hf-cache",
+       "ReadWriteOnce claim cannot attach to two nodes", "Multi-Attach", "ReadWriteMany",
+       "spec.rollout.strategy: Replace"])),
+    ("a pvc:// source's claim counts too",
+     rollout_model(source="pvc://weights/qwen"), deployment(ready=1, replicas=2, updated=1), [SERVING, creating()],
+     ("Ready", "Serving", "True", "WaitingForVolume", ["claims weights"])),
+    ("Replace with nothing serving: the new replica waits for the claim to move",
+     rollout_model(strategy="Replace", claim="hf-cache"), deployment(ready=0, replicas=1, updated=1),
+     [creating()], ("Loading", "WaitingForVolume", "True", "WaitingForVolume", ["ReadWriteMany"])),
+    ("a sandbox exists: ContainerCreating is the image pull, not a volume",
+     rollout_model(claim="hf-cache"), deployment(ready=1, replicas=2, updated=1),
+     [SERVING, creating(sandbox="True")], ("Ready", "Serving", "True", "RollingOut", [])),
+    ("no sandbox condition (kubelet before 1.29): cannot tell, says nothing",
+     rollout_model(claim="hf-cache"), deployment(ready=1, replicas=2, updated=1),
+     [SERVING, creating(sandbox=None)], ("Ready", "Serving", "True", "RollingOut", [])),
+    ("no claim: an emptyDir never waits to attach",
+     rollout_model(), deployment(ready=1, replicas=2, updated=1), [SERVING, creating()],
+     ("Ready", "Serving", "True", "RollingOut", [])),
+]
+
+
+@pytest.mark.parametrize("case,m,dep,pods,expected", WAITING, ids=[w[0] for w in WAITING])
+def test_rollout_waits_are_reported(case, m, dep, pods, expected):
+    phase, ready_reason, progressing_status, progressing_reason, words = expected
+    s = compute_status(m, dep, pods, CFG, NOW)
+    c = conds(s)
+    assert (s["phase"], c["Ready"]["reason"]) == (phase, ready_reason)
+    assert (c["Progressing"]["status"], c["Progressing"]["reason"]) == (progressing_status, progressing_reason)
+    for w in words:
+        assert w in c["Progressing"]["message"], (w, c["Progressing"]["message"])
+    if ready_reason == "Serving":
+        assert s["readyReplicas"] >= 1 and c["Ready"]["status"] == "True"
+
+
+def test_replace_is_suggested_only_for_a_surge_rollout():
+    for m, dep in [(rollout_model(replicas=2, strategy="Replace"), deployment(ready=1, replicas=2, updated=1)),
+                   (rollout_model(replicas=2), deployment(ready=1, replicas=2, updated=2))]:
+        assert "Replace" not in conds(compute_status(m, dep, [SERVING, NO_GPU], CFG, NOW))["Progressing"]["message"]
+    vol = compute_status(rollout_model(strategy="Replace", claim="c"), deployment(ready=0, replicas=1, updated=1),
+                         [creating()], CFG, NOW)
+    assert "Replace" not in conds(vol)["Progressing"]["message"]
+
+
+def test_waiting_messages_are_stable_so_status_is_not_rewritten():
+    """No "for N s" that would change on every recompute: the wait is dated by when the pod was placed."""
+    args = (rollout_model(claim="hf-cache"), deployment(ready=1, replicas=2, updated=1), [SERVING, creating()], CFG)
+    first = compute_status(*args, NOW)
+    later = compute_status({**args[0], "status": first}, *args[1:], "2026-01-01T00:10:00Z")
+    assert not status_changed(first, later)
+
+
+def test_pod_summary_keeps_the_sandbox_condition_and_when_the_pod_was_placed():
+    s = creating(sandbox="False", scheduled_at="2026-01-01T00:01:02Z")
+    assert (s["sandbox"], s["scheduledAt"]) == ("False", "2026-01-01T00:01:02Z")
+    assert creating(sandbox=None)["sandbox"] == "Unknown"
