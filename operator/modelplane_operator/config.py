@@ -51,6 +51,9 @@ class Config:
     server_prestop_seconds: int = 10
     server_drain_seconds: int = 90
     server_exit_seconds: int = 20
+    # When a new operator version renders Models differently (a new default image or flag) while their specs did not
+    # change, at most this many Models roll at a time for that reason (0: each waits for its own next spec change).
+    upgrade_rollouts_at_once: int = 1
     # The injection webhook: served when webhook_port is set. webhook_host is the name the API server calls (and the
     # certificate's SAN); with webhook_configure the operator writes the MutatingWebhookConfiguration itself (local
     # runs; the Helm chart writes it in a cluster).

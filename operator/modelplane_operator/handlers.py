@@ -16,7 +16,7 @@ from pathlib import Path
 import kopf
 from kubernetes.client import ApiException
 
-from . import certs, engine, kube, metrics, sync
+from . import certs, engine, fleet, kube, metrics, sync
 from . import inject, readiness
 from .modelcache import ModelCache
 from .unconfigured import Reporter
@@ -27,6 +27,8 @@ from .status import Problem, compute_status, phase_event_due, pod_summary, statu
 
 # Set by install(), from main, before kopf runs: the typed settings and what depends on them.
 CONFIG = Config()
+FLEET = fleet.RolloutSlots(CONFIG.upgrade_rollouts_at_once)
+VIEW: dict = {}
 AGENT_FANOUT = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-fanout")
 WATCHED: list[str] = []
 # Admissions read Models from a cache of their own (see modelcache): kopf's indexes are incomplete at start and
@@ -42,7 +44,9 @@ log = logging.getLogger("modelplane")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_):
+def configure(settings: kopf.OperatorSettings, model_index, deployment_index, service_index, pod_index, **_):
+    # kopf's live indexes, for reconciles started outside a handler of the Model concerned
+    VIEW.update(model_index=model_index, children=(deployment_index, service_index, pod_index))
     # kopf's bookkeeping in our own annotations; status belongs to the status computation alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -152,10 +156,25 @@ def reconcile_model(model: dict, deployment_index, service_index, pod_index, cau
     with sync.reconciling(("Model", ns, name)):
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
                     "Service": sync.first(service_index, (ns, name))}
-        observed, problem = sync.sync_children(model, render_children(model, CONFIG), observed, cause)
+        desired = render_children(model, CONFIG)
+        desired[0] = fleet.stamp(desired[0])
+        uid = model["metadata"]["uid"]
+        changed = fleet.operator_changed(observed["Deployment"], desired[0])
+        held = changed and not FLEET.admit(uid, (ns, name))
+        if not changed:
+            FLEET.leave_line(uid)  # its spec changed meanwhile, and that rolls it anyway
+        if held:  # the operator changed, not the Model: leave its Deployment until a slot frees
+            desired = desired[1:]
+        observed, problem = sync.sync_children(model, desired, observed, cause)
         report_ignored_engine_args(model)
         new = compute_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), CONFIG, now(),
                              problem)
+        if held:
+            new = fleet.waiting_status(new, FLEET.waiting(uid), CONFIG.upgrade_rollouts_at_once)
+        elif fleet.rolled_out(new):
+            for key in FLEET.release(uid):  # the next Models in line roll now
+                AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, VIEW["model_index"],
+                                    key, reconcile_model, *VIEW["children"])
         old = sync.status_to_write(model, new, status_changed)
         if old is None:
             sync.drop_held(model)
@@ -225,6 +244,8 @@ def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
 @kopf.on.delete(GROUP, VERSION, "agents", optional=True)
 def owner_deleted(uid, namespace, name, resource, **_):
     sync.forget((resource.kind, namespace, name), uid)
+    for key in FLEET.release(uid):
+        reconcile_owner_of_event(VIEW["model_index"], key, reconcile_model, *VIEW["children"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
@@ -381,8 +402,9 @@ def install(config: Config) -> None:
     """Called once by main before kopf runs: the settings every handler reads, and the admission handler, registered
     only where a webhook is served (kopf refuses to start with admission handlers and no server, and an operator run
     without --webhook-port still reconciles Models and Agents)."""
-    global CONFIG, WATCHED, EXCLUDED, MODEL_CACHE, UNCONFIGURED
+    global CONFIG, WATCHED, EXCLUDED, MODEL_CACHE, UNCONFIGURED, FLEET
     CONFIG = config
+    FLEET = fleet.RolloutSlots(config.upgrade_rollouts_at_once)
     WATCHED = list(config.watch_namespaces)
     EXCLUDED = {n for n in [*config.webhook_excluded_namespaces, config.namespace] if n}
     MODEL_CACHE = ModelCache(WATCHED)

@@ -134,6 +134,13 @@ def test_two_replicas_one_acts_and_hands_over(kube, workdir, namespace, tally):
         wait_converged(kube, namespace, ["ha-1"], timeout=60)
         assert "Handler 'model_changed' succeeded" in a.log()
         assert "Handler 'model_changed' succeeded" not in b.log(), "the standby acted"
+        # The standby (b wrote the webhook configuration last, so it answers) admits pods from its own synced view.
+        kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": namespace,
+                                                                   "labels": {"modelplane.dev/inject": "true"}},
+                    "spec": {"containers": [{"name": "app", "image": "python:3.11-slim"}]}})
+        pod = json.loads(kube.run("get", "pod", "client", "-n", namespace, "-o", "json").stdout)
+        assert pod["metadata"]["annotations"].get("modelplane.dev/injected") == f"{namespace}/ha-1", \
+            pod["metadata"]["annotations"]
         a.kill()
         killed = time.monotonic()
         kube.apply(model("ha-2", namespace))
@@ -208,5 +215,42 @@ def test_operator_without_a_webhook_still_reconciles(kube, workdir, namespace, t
         assert op.proc.poll() is None, op.log()[-3000:]
         assert "Admission handlers exist" not in op.log()
         tally("operator run without a webhook", 1, 0)
+    finally:
+        op.stop()
+
+
+def test_an_operator_upgrade_rolls_models_one_at_a_time(kube, workdir, namespace, tally):
+    """A new default image (as an operator upgrade brings) reaches every Model, but never more than one at a time;
+    the others say in status that they wait."""
+    names = [f"up{i}" for i in range(4)]
+    op = Operator(kube, workdir).start()
+    try:
+        apply_many(kube, [model(n, namespace) for n in names])
+        wait_converged(kube, namespace, names, timeout=120)
+    finally:
+        op.stop()
+    new_image = "registry.example/vllm-cpu:upgraded"
+    op = Operator(kube, workdir, name="operator-upgraded")
+    op.env.update(MODELPLANE_VLLM_CPU_IMAGE=new_image, MODELPLANE_UPGRADE_ROLLOUTS_AT_ONCE="1")
+    op.start()
+    try:
+        most, waited, end = 0, set(), time.monotonic() + 240
+        while time.monotonic() < end:
+            deps = items(kube, "deployments", namespace)
+            upgraded = [d for d in deps if d["spec"]["template"]["spec"]["containers"][0]["image"] == new_image]
+            rolling = [d for d in upgraded if d["status"].get("observedGeneration") != d["metadata"]["generation"]
+                       or d["status"].get("updatedReplicas") != 1 or d["status"].get("readyReplicas") != 1
+                       or d["status"].get("replicas") != 1]
+            most = max(most, len(rolling))
+            waited |= {m["metadata"]["name"] for m in items(kube, "models", namespace)
+                       for c in (m.get("status") or {}).get("conditions") or [] if c.get("reason") == "UpgradeWaiting"}
+            if len(upgraded) == len(names) and not rolling:
+                break
+            time.sleep(0.3)
+        assert len(upgraded) == len(names), f"only {len(upgraded)}/{len(names)} upgraded"
+        assert most == 1, f"{most} Models rolled at once"
+        assert waited, "no Model said it waited for its turn"
+        wait_converged(kube, namespace, names, timeout=60)
+        tally("operator upgrade, one Model at a time", len(names), len(names) - len(upgraded))
     finally:
         op.stop()

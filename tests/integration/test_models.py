@@ -91,7 +91,8 @@ def gpu_pods(kube, namespace=None) -> list[str]:
     pods = json.loads(kube.run("get", "pods", *where, "-o", "json").stdout)["items"]
     return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pods
             if p["status"].get("phase") not in ("Succeeded", "Failed")
-            and any("nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {}) for c in p["spec"]["containers"])]
+            and any("nvidia.com/gpu" in ((c.get("resources") or {}).get("limits") or {})
+                    for c in p["spec"]["containers"])]
 
 
 def test_rollout_on_a_full_gpu_cluster(kube, operator, namespace):
@@ -138,9 +139,10 @@ def test_rollout_on_a_full_gpu_cluster(kube, operator, namespace):
             pods = json.loads(kube.run("get", "pods", "-n", namespace, "-l", "modelplane.dev/model=roll", "-o",
                                        "json").stdout)["items"]
             live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-            args = [p["spec"]["containers"][0]["args"] for p in live]
-            return (len(live) == 1 and ["--max-model-len", max_model_len] == args[0][args[0].index("--max-model-len"):][:2]
-                    and m)
+            if len(live) != 1:
+                return None
+            args = live[0]["spec"]["containers"][0]["args"]
+            return "--max-model-len" in args and args[args.index("--max-model-len") + 1] == max_model_len and m
 
         m = kube.wait_for(lambda: rolled_out("2048"), timeout=90, what="Replace rollout complete")
         dep = kube.get("deployment", "roll", namespace)

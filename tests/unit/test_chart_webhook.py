@@ -16,14 +16,16 @@ CHART = REPO / "charts" / "modelplane"
 NAME = "kubernetes.io/metadata.name"
 
 
+VERSIONS = dict(line.split("=", 1) for line in (REPO / "hack" / "versions.env").read_text().splitlines()
+                if "=" in line and not line.startswith("#"))
+
+
 def helm_binary() -> str | None:
     if os.environ.get("MODELPLANE_HELM"):
         return os.environ["MODELPLANE_HELM"]
-    versions = dict(line.split("=", 1) for line in (REPO / "hack" / "versions.env").read_text().splitlines()
-                    if "=" in line and not line.startswith("#"))
     cache = Path(os.environ.get("MODELPLANE_CACHE") or
                  Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelplane")
-    built = sorted(cache.glob(f"bin/*-helm-{versions.get('HELM_VERSION', '')}-*/helm"))
+    built = sorted(cache.glob(f"bin/*-helm-{VERSIONS.get('HELM_VERSION', '')}-*/helm"))
     return str(built[-1]) if built else shutil.which("helm")
 
 
@@ -32,7 +34,8 @@ pytestmark = pytest.mark.skipif(not HELM, reason="no helm binary (hack/build-bin
 
 
 def webhook_configuration(*sets: str) -> dict:
-    args = [HELM, "template", "mp", str(CHART), "-n", "modelplane-system"]
+    args = [HELM, "template", "mp", str(CHART), "-n", "modelplane-system", "--kube-version",
+            VERSIONS["K8S_VERSION"].lstrip("v")]
     for s in sets:
         args += ["--set", s]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
