@@ -129,34 +129,57 @@ def patch_status(owner: dict, status: dict) -> dict:
     return request("PATCH", path, {"status": status}, content_type="application/merge-patch+json")
 
 
-def ensure_serving_secret(namespace: str, name: str, sans: list[str], folder: Path) -> bytes:
-    """Keep the webhook's serving certificate in a Secret (made, or renewed when due), write it to `folder` for the
-    server, and return the CA bundle. Several replicas may race here: a conflict means another one just wrote it."""
+WEBHOOK_CN = "modelplane-webhook"
+
+
+def serving_secret(namespace: str, name: str, sans: list[str], *, now=None,
+                   lifetimes: certs.Lifetimes = certs.Lifetimes(),
+                   attempts: int = 5) -> tuple[certs.Decision, dict[str, bytes]]:
+    """The webhook's certificates as the Secret `name` keeps them (certs.SECRET_KEYS), made or renewed there when due
+    (certs.decide), and what was done. Replicas race here: a write names the resourceVersion it read, and a conflict
+    (another replica wrote first) means reading again and going on from what that replica wrote."""
     path = f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}"
-    try:
-        secret = request("GET", path)
-    except ApiException as e:
-        if e.status != 404:
-            raise
-        secret = None
-    data = {k: base64.b64decode(v) for k, v in ((secret or {}).get("data") or {}).items()}
-    if certs.needs_renewal(data.get("tls.crt"), sans) or not data.get("tls.key"):
-        data = certs.new_serving_bundle("modelplane-webhook", sans)
-        body = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                "metadata": {"name": name, "namespace": namespace,
-                             "labels": {"app.kubernetes.io/part-of": "modelplane"}},
-                "data": {k: base64.b64encode(v).decode() for k, v in data.items()}}
-        if secret is None:
-            request("POST", f"/api/v1/namespaces/{quote(namespace)}/secrets", body)
-        else:
-            body["metadata"]["resourceVersion"] = secret["metadata"]["resourceVersion"]
-            request("PUT", path, body)
-    certs.write_bundle(folder, data)
+    for _ in range(attempts):
+        try:
+            secret = request("GET", path)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            secret = None
+        data = {k: base64.b64decode(v) for k, v in ((secret or {}).get("data") or {}).items()}
+        decision, new = certs.rotate(data, WEBHOOK_CN, sans, now, lifetimes)
+        if decision.action == certs.KEEP:
+            return decision, data
+        encoded = {k: base64.b64encode(v).decode() for k, v in new.items()}
+        try:
+            if secret is None:
+                request("POST", f"/api/v1/namespaces/{quote(namespace)}/secrets",
+                        {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                         "metadata": {"name": name, "namespace": namespace,
+                                      "labels": {"app.kubernetes.io/part-of": "modelplane"}},
+                         "data": encoded})
+            else:  # the Secret as read (its labels, type and resourceVersion), with the new data
+                meta = {k: v for k, v in secret["metadata"].items() if k != "managedFields"}
+                request("PUT", path, {**secret, "metadata": meta, "data": encoded})
+        except ApiException as e:
+            if e.status != 409:  # 409: made or changed by another replica since we read it
+                raise
+            continue
+        return decision, new
+    raise RuntimeError(f"secret {namespace}/{name}: still changing under us after {attempts} attempts")
+
+
+def ensure_serving_secret(namespace: str, name: str, sans: list[str], folder: Path) -> bytes:
+    """Keep the webhook's certificates in a Secret (made, or renewed when due: see serving_secret), write the served
+    ones to `folder` (certs.SERVED_FILES, never the CA key), and return the CA bundle for the caBundle."""
+    _, data = serving_secret(namespace, name, sans)
+    certs.write_files(folder, data)
     return data["ca.crt"]
 
 
 def set_ca_bundle(configuration: str, ca_bundle: str) -> None:
-    """Point every webhook of our MutatingWebhookConfiguration at the CA of the current certificate."""
+    """Point every webhook of our MutatingWebhookConfiguration at the CA bundle (base64 of PEM, every CA a replica's
+    serving certificate may be signed by); reads first and writes only a change."""
     path = f"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{quote(configuration)}"
     current = request("GET", path)
     if all((w.get("clientConfig") or {}).get("caBundle") == ca_bundle for w in current["webhooks"]):

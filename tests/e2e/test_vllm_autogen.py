@@ -136,27 +136,28 @@ def test_agent_with_injected_key_and_a_tool(secured, tmp_path, monkeypatch):
     client = client_for(*secured, tmp_path, monkeypatch, key=KEY)
     assert client.model_info["function_calling"] is True
 
-    async def call():
-        return await client.create([UserMessage(content="How many nodes serve namespace team-a?", source="user")],
-                                   tools=[FunctionTool(cluster_size, description=cluster_size.__doc__)],
-                                   tool_choice="required", extra_create_args=forced)
-
-    result = asyncio.run(call())
-    assert result.finish_reason == "function_calls", result
-    assert isinstance(result.content, list) and len(result.content) == 1, result
-    assert isinstance(result.content[0], FunctionCall) and result.content[0].name == "cluster_size", result
-    assert isinstance(json.loads(result.content[0].arguments), dict), result  # JSON arguments, an object
-    assert result.usage.prompt_tokens > 0 and result.usage.completion_tokens > 0
-
-    # AssistantAgent asks with tool_choice "auto" and has no setting for it: its client forces it here.
     create = client.create
 
-    async def create_forced(messages, **kwargs):
+    async def create_forced(messages, **kwargs):  # AssistantAgent asks with tool_choice "auto", and has no setting
         return await create(messages, **{**kwargs, "tool_choice": "required", "extra_create_args": forced})
 
-    monkeypatch.setattr(client, "create", create_forced)
-    agent = AssistantAgent("assistant", model_client=client, tools=[cluster_size])
-    result = asyncio.run(agent.run(task="How many nodes serve namespace team-a?"))
+    async def run():  # one event loop: the client's connections belong to it
+        called = await client.create([UserMessage(content="How many nodes serve namespace team-a?", source="user")],
+                                     tools=[FunctionTool(cluster_size, description=cluster_size.__doc__)],
+                                     tool_choice="required", extra_create_args=forced)
+        monkeypatch.setattr(client, "create", create_forced)
+        agent = AssistantAgent("assistant", model_client=client, tools=[cluster_size])
+        ran = await agent.run(task="How many nodes serve namespace team-a?")
+        await client.close()
+        return called, ran
+
+    called, result = asyncio.run(run())
+    assert called.finish_reason == "function_calls", called
+    assert isinstance(called.content, list) and len(called.content) == 1, called
+    assert isinstance(called.content[0], FunctionCall) and called.content[0].name == "cluster_size", called
+    assert isinstance(json.loads(called.content[0].arguments), dict), called  # JSON arguments, an object
+    assert called.usage.prompt_tokens > 0 and called.usage.completion_tokens > 0
+
     kinds = [type(m) for m in result.messages]
     request = next((m for m in result.messages if isinstance(m, ToolCallRequestEvent)), None)
     execution = next((m for m in result.messages if isinstance(m, ToolCallExecutionEvent)), None)

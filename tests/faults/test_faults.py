@@ -247,7 +247,7 @@ def test_an_operator_upgrade_rolls_models_one_at_a_time(kube, workdir, namespace
             if len(upgraded) == len(names) and not rolling:
                 break
             time.sleep(0.3)
-        assert len(upgraded) == len(names), f"only {len(upgraded)}/{len(names)} upgraded"
+        assert len(upgraded) == len(names), f"only {len(upgraded)}/{len(names)} upgraded:\n{op.log()[-4000:]}"
         assert most == 1, f"{most} Models rolled at once"
         assert waited, "no Model said it waited for its turn"
         wait_converged(kube, namespace, names, timeout=60)

@@ -31,6 +31,7 @@ def field(ok, bad, admissible: bool):
     return ok if admissible else st.one_of(ok, bad)
 
 
+# Requests and limits of the same resource each, in any combination (a request above its limit included).
 quantities = st.sampled_from(["1", "250m", "2Gi", "100Mi", 3, "0"])
 resources = st.fixed_dictionaries({}, optional={
     "requests": st.dictionaries(st.sampled_from(["cpu", "memory", "ephemeral-storage"]), quantities, max_size=3),
@@ -38,9 +39,16 @@ resources = st.fixed_dictionaries({}, optional={
 })
 
 
-def env_vars(names: list[str], value_from: dict):
-    return st.lists(st.fixed_dictionaries({"name": st.sampled_from(names)}, optional={
-        "value": st.sampled_from(["", "x"]), "valueFrom": st.just(value_from)}), max_size=3)
+def env_vars(names: list[str], value_from: dict, a: bool):
+    """Env entries with a value or a valueFrom; names repeat. Not admissible: both, an empty valueFrom, a name
+    with '='."""
+    ok = st.fixed_dictionaries({"name": st.sampled_from(names)}, optional={"value": st.sampled_from(["", "x"])})
+    ok = st.one_of(ok, st.fixed_dictionaries({"name": st.sampled_from(names), "valueFrom": st.just(value_from)}))
+    bad = st.one_of(st.fixed_dictionaries({"name": st.sampled_from(names), "value": st.just("x"),
+                                           "valueFrom": st.just(value_from)}),
+                    st.fixed_dictionaries({"name": st.sampled_from(names), "valueFrom": st.just({})}),
+                    st.fixed_dictionaries({"name": st.just("A=B"), "value": st.just("x")}))
+    return st.lists(field(ok, bad, a), max_size=3)
 
 
 def engine_args(a: bool):
@@ -55,9 +63,10 @@ def engine_args(a: bool):
         "pipelineParallelSize": field(st.integers(1, 4), st.just(0), a),
         "maxModelLenght": field(st.nothing(), st.integers(1, 10), a),
         "extraArgs": st.lists(field(st.sampled_from(["--swap-space", "4", "--seed", "1", "--shutdown-timeout=30"]),
-                                    st.sampled_from(["--api-key=x", "--port=1"]), a), max_size=4),
+                                    st.sampled_from(["--api-key=x", "--port=1",
+                                                     "--shutdown-timeout=99999999999999999999"]), a), max_size=4),
         "hfOverrides": st.dictionaries(st.sampled_from(["a", "b"]), st.integers(), max_size=2),
-        "shutdownTimeout": st.integers(0, 600),
+        "shutdownTimeout": field(st.integers(-1, 3600), st.just(2**63 - 1), a),
     })
 
 
@@ -90,32 +99,41 @@ def model_specs(a: bool):
     }, optional={
         "gpus": field(st.integers(0, 64), st.sampled_from([-2, -1, 65, 70]), a),
         "replicas": field(st.integers(0, 4), st.just(-1), a),
-        "gpuType": field(st.just("NVIDIA-H100-80GB-HBM3"), st.just("x" * 70), a),
+        "gpuType": field(st.just("NVIDIA-H100-80GB-HBM3"), st.sampled_from(["x" * 70, "NVIDIA H100"]), a),
+        "gpuResourceName": field(st.just("amd.com/gpu"), st.just("gpu"), a),
         "servedModelName": field(st.sampled_from(["qwen", "org/model:v1", "q" * 256]),
                                  st.sampled_from(["has space", "q" * 300]), a),
         "engineArgs": engine_args(a),
         "allowedNamespaces": st.lists(field(st.sampled_from(["team-b", "*"]), st.just("Bad_NS"), a), max_size=3,
                                       unique=True),
-        "startupTimeoutSeconds": field(st.integers(60, 2**31 - 1), st.integers(0, 59), a),
+        "startupTimeoutSeconds": field(st.integers(60, 86_400), st.sampled_from([0, 59, 2**31 - 1]), a),
         "resources": resources,
         "env": env_vars(["EXTRA", "HF_HOME", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE"],
-                        {"secretKeyRef": {"name": "s", "key": "k"}}),
-        "shmSize": st.sampled_from(["64Mi", "1Gi", 1073741824]),
+                        {"secretKeyRef": {"name": "s", "key": "k"}}, a),
+        "shmSize": field(st.sampled_from(["64Mi", "1Gi", 1073741824]), st.just("-1Gi"), a),
         "cache": st.fixed_dictionaries({}, optional={"claimName": st.sampled_from(["", "weights-cache"])}),
-        "apiKeySecretRef": st.fixed_dictionaries({"name": field(st.just("key"), st.just(""), a)},
+        "apiKeySecretRef": st.fixed_dictionaries({"name": field(st.just("key"), st.sampled_from(["", "Bad_Name"]), a)},
                                                  optional={"key": st.just("api-key")}),
         "credentialsSecretRef": st.fixed_dictionaries({"name": st.just("creds")},
                                                       optional={"key": st.sampled_from(["token", "sa.json"])}),
         "image": st.sampled_from(["", "registry.example/vllm:1"]),
         "imagePullPolicy": field(st.just("IfNotPresent"), st.just("Sometimes"), a),
-        "nodeSelector": st.dictionaries(st.sampled_from(["zone", "example.com/pool"]), st.sampled_from(["a", ""]),
-                                        max_size=2),
-        "tolerations": st.lists(st.fixed_dictionaries({"key": st.sampled_from(["gpu", "example.com/spot"])},
-                                                      optional={"operator": st.sampled_from(["Exists", "Equal"]),
-                                                                "effect": st.sampled_from(["NoSchedule", ""])}),
-                                max_size=2),
-        "priorityClassName": st.sampled_from(["", "high"]),
-        "runtimeClassName": st.just("nvidia"),
+        "nodeSelector": st.dictionaries(field(st.sampled_from(["zone", "example.com/pool"]), st.just("bad key"), a),
+                                        field(st.sampled_from(["a", ""]), st.just("bad value!"), a), max_size=2),
+        "tolerations": st.lists(field(
+            st.one_of(st.fixed_dictionaries({"key": st.sampled_from(["gpu", "example.com/spot"])},
+                                            optional={"operator": st.just("Exists"),
+                                                      "effect": st.sampled_from(["NoSchedule", ""])}),
+                      st.fixed_dictionaries({"key": st.just("spot"), "operator": st.just("Equal"),
+                                             "value": st.just("true"), "effect": st.just("NoExecute")},
+                                            optional={"tolerationSeconds": st.integers(0, 3600)})),
+            st.sampled_from([{"key": "k", "operator": "Exists", "value": "v"},
+                             {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]), a), max_size=2),
+        "affinity": field(st.just({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}),
+            st.just({"nodeAffinity": {"required": "zone=a"}}), a),
+        "priorityClassName": field(st.sampled_from(["", "high"]), st.just("Bad_Name"), a),
+        "runtimeClassName": field(st.just("nvidia"), st.just("Bad_Name"), a),
     })
     return specs.map(admissible) if a else specs
 
@@ -188,11 +206,11 @@ def agent_specs(a: bool):
     }, optional={
         "replicas": field(st.integers(0, 3), st.just(-1), a),
         "env": env_vars(["EXTRA", "OPENAI_API_KEY", "OPENAI_MODEL", "MODELPLANE_CONFIG_DIR"],
-                        {"configMapKeyRef": {"name": "c", "key": "k"}}),
+                        {"configMapKeyRef": {"name": "c", "key": "k"}}, a),
         "resources": resources,
         "command": st.lists(st.sampled_from(["python", "-m", "agent"]), max_size=3),
         "args": st.lists(st.sampled_from(["--every", "30"]), max_size=2),
-        "serviceAccountName": st.sampled_from(["", "agent-runner"]),
+        "serviceAccountName": field(st.sampled_from(["", "agent-runner"]), st.just("Bad_SA"), a),
     })
 
 
