@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 
 from . import agentconfig
-from .config import FIELD_MANAGER, GROUP, Config
+from .config import Config
 from .crd import agent_spec_with_defaults
-from .render import endpoint, merge_env, owner_reference, served_model_name
+from .keys import AGENT_LABEL, MANAGED, PART_OF, standard_labels
+from .model import endpoint, owner_reference, served_model_name
+from .render import RESTRICTED, merge_env
 from .source import secret_env
 from .status import Problem, condition
 
-AGENT_LABEL = f"{GROUP}/agent"
 CONFIG_MOUNT = "/etc/modelplane"
 CONFIG_VOLUME = "modelplane-config"
 NAMESPACE_CONFIGMAP = "modelplane-models"  # what injected pods of a namespace mount
@@ -103,9 +104,7 @@ def config_volume(configmap: str) -> tuple[dict, dict]:
 
 
 def agent_labels(name: str) -> dict:
-    return {"app.kubernetes.io/name": "agent", "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/component": "agent", "app.kubernetes.io/part-of": "modelplane",
-            "app.kubernetes.io/managed-by": FIELD_MANAGER, AGENT_LABEL: name}
+    return {**standard_labels("agent", name, "agent"), AGENT_LABEL: name}
 
 
 def configmap_name(agent_name: str) -> str:
@@ -131,8 +130,7 @@ def render_agent_deployment(agent: dict, resolved: list[Resolved], config: Confi
     container = {"name": "agent", "image": spec["image"],
                  "env": merge_env(injected_env(resolved, config) + list(spec.get("env") or [])),  # user's wins
                  "volumeMounts": [mount],
-                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                                     "runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}}
+                 "securityContext": {**RESTRICTED, "runAsNonRoot": True}}
     for field in ("command", "args", "resources"):
         if spec.get(field):
             container[field] = spec[field]
@@ -193,8 +191,6 @@ def namespace_configmap(namespace: str, models: list[dict], config: Config) -> d
     data = agentconfig.config_files([(m, model_ready(m)) for m in usable], config, default)
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": NAMESPACE_CONFIGMAP, "namespace": namespace,
-                         "labels": {"app.kubernetes.io/managed-by": FIELD_MANAGER,
-                                    "app.kubernetes.io/part-of": "modelplane",
-                                    "app.kubernetes.io/component": "injected-config"}},
+                         "labels": {**MANAGED, **PART_OF, "app.kubernetes.io/component": "injected-config"}},
             "data": data}
 

@@ -9,7 +9,7 @@ import json
 import re
 
 from .config import Config
-from .render import endpoint, served_model_name, spec_of
+from .model import endpoint, served_model_name, spec_of
 
 CLIENT_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 INDEX_FILE = "index.json"

@@ -15,10 +15,7 @@ import hashlib
 import json
 import threading
 
-from .config import GROUP
-from .render import GENERATION_ANNOTATION
-
-TEMPLATE_HASH_ANNOTATION = f"{GROUP}/rendered-hash"
+from .keys import GENERATION_ANNOTATION, TEMPLATE_HASH_ANNOTATION
 
 
 def stamp(deployment: dict) -> dict:

@@ -20,9 +20,11 @@ from . import certs, engine, fleet, kube, metrics, sync
 from . import inject, readiness
 from .modelcache import ModelCache
 from .unconfigured import Reporter
-from .agent import AGENT_LABEL, NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
-from .config import FIELD_MANAGER, GROUP, VERSION, Config
-from .render import MODEL_LABEL, render_children, spec_of
+from .agent import NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
+from .config import GROUP, VERSION, Config
+from .keys import AGENT_LABEL, MANAGED, MODEL_LABEL
+from .model import spec_of
+from .render import render_children
 from .status import Problem, compute_status, phase_event_due, pod_summary, status_changed
 
 # Set by install(), from main, before kopf runs: the typed settings and what depends on them.
@@ -38,7 +40,6 @@ EXCLUDED: set[str] = set()
 UNCONFIGURED = Reporter(MODEL_CACHE.lookup, EXCLUDED, WATCHED)
 # The webhook's one write (creating a namespace's ConfigMap) runs here, off the admission path.
 CONFIGMAP_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="configmap-writer")
-MANAGED = {"app.kubernetes.io/managed-by": FIELD_MANAGER}
 RETRY_FIRST, RETRY_MAX = 5, 300  # seconds: a change handler's retries wait 5, 10, 20, ... 300
 log = logging.getLogger("modelplane")
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 
 from .agent import NAMESPACE_CONFIGMAP, Resolved, config_volume, injected_env, resolve, visible_models
 from .config import GROUP, Config
+from .keys import ERROR_ANNOTATION, INJECT_LABEL, INJECTED_ANNOTATION, MODELS_ANNOTATION, PART_OF
 
-INJECT_LABEL = f"{GROUP}/inject"
-MODELS_ANNOTATION = f"{GROUP}/models"
-INJECTED_ANNOTATION = f"{GROUP}/injected"
-ERROR_ANNOTATION = f"{GROUP}/injection-error"
 WEBHOOK_PATH = "/inject"  # kopf serves a handler at /<handler id>
 
 
@@ -108,7 +105,7 @@ def webhook_configuration(client_config: dict, *, name: str = "modelplane", fail
     }
     return {
         "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "modelplane"}},
+        "metadata": {"name": name, "labels": dict(PART_OF)},
         "webhooks": [
             {"name": f"pods.{GROUP}", **common,
              "namespaceSelector": {"matchExpressions": namespaces},

@@ -16,6 +16,7 @@ from kubernetes.client import ApiClient, ApiException
 
 from . import certs
 from .config import FIELD_MANAGER, GROUP, VERSION
+from .keys import PART_OF
 
 _lock = threading.Lock()
 USER_AGENT = "modelplane-operator"
@@ -156,7 +157,7 @@ def serving_secret(namespace: str, name: str, sans: list[str], *, now=None,
                 request("POST", f"/api/v1/namespaces/{quote(namespace)}/secrets",
                         {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
                          "metadata": {"name": name, "namespace": namespace,
-                                      "labels": {"app.kubernetes.io/part-of": "modelplane"}},
+                                      "labels": dict(PART_OF)},
                          "data": encoded})
             else:  # the Secret as read (its labels, type and resourceVersion), with the new data
                 meta = {k: v for k, v in secret["metadata"].items() if k != "managedFields"}

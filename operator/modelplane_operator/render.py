@@ -5,18 +5,15 @@ from __future__ import annotations
 import math
 
 from . import cpuprofile, engine, quantity, source as sources
-from .config import FIELD_MANAGER, GROUP, SERVER_PORT, VERSION, Config
-from .crd import model_spec_with_defaults
+from .config import SERVER_PORT, Config
+from .keys import AGENT_LABEL, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
+from .model import owner_reference, served_model_name, spec_of
 
-MODEL_LABEL = f"{GROUP}/model"
-# The Model generation a Deployment was rendered from: status derives observedGeneration from it, race-free.
-GENERATION_ANNOTATION = f"{GROUP}/model-generation"
 CACHE_MOUNT = "/cache"
 SERVER_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-
-
-def spec_of(model: dict) -> dict:
-    return model_spec_with_defaults(model.get("spec") or {})
+# What every container the operator renders may not do (an Agent's also runs as non-root).
+RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+              "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def selector(name: str) -> dict:
@@ -24,30 +21,7 @@ def selector(name: str) -> dict:
 
 
 def labels(name: str) -> dict:
-    return {
-        "app.kubernetes.io/name": "vllm",
-        "app.kubernetes.io/instance": name,
-        "app.kubernetes.io/component": "model-server",
-        "app.kubernetes.io/part-of": "modelplane",
-        "app.kubernetes.io/managed-by": FIELD_MANAGER,
-        **selector(name),
-    }
-
-
-def served_model_name(model: dict) -> str:
-    return (model.get("spec") or {}).get("servedModelName") or model["metadata"]["name"]
-
-
-def endpoint(model: dict, config: Config) -> str:
-    meta = model["metadata"]
-    return f"http://{meta['name']}.{meta['namespace']}.svc.{config.cluster_domain}:{SERVER_PORT}/v1"
-
-
-def owner_reference(owner: dict) -> dict:
-    """Controller reference to a Model or an Agent, so that deleting it deletes what was made for it."""
-    return {"apiVersion": owner.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": owner.get("kind", "Model"),
-            "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"], "controller": True,
-            "blockOwnerDeletion": True}
+    return {**standard_labels("vllm", name, "model-server"), **selector(name)}
 
 
 def _metadata(model: dict) -> dict:
@@ -232,8 +206,7 @@ def render_deployment(model: dict, config: Config) -> dict:
                          *src.mounts],
         **probes(spec),
         **shutdown_container,
-        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": RESTRICTED,
     }
     if src.env_from:
         container["envFrom"] = src.env_from
@@ -285,11 +258,11 @@ def render_network_policy(model: dict, config: Config) -> dict:
     namespaces = ({} if "*" in allowed else
                   {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
                                          "values": sorted({meta["namespace"], *allowed})}]})
-    inject = f"{GROUP}/inject"
+    inject = INJECT_LABEL
     peers = [
         {"namespaceSelector": namespaces, "podSelector": {"matchLabels": {inject: "true"}}},
         {"namespaceSelector": namespaces,
-         "podSelector": {"matchExpressions": [{"key": f"{GROUP}/agent", "operator": "Exists"}]}},
+         "podSelector": {"matchExpressions": [{"key": AGENT_LABEL, "operator": "Exists"}]}},
         {"namespaceSelector": {"matchExpressions": [*namespaces.get("matchExpressions", []),
                                                     {"key": inject, "operator": "In", "values": ["enabled"]}]},
          "podSelector": {"matchExpressions": [{"key": inject, "operator": "NotIn", "values": ["false"]}]}},

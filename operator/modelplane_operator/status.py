@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from .config import Config
-from .render import GENERATION_ANNOTATION, claims, endpoint, selector, served_model_name, spec_of
+from .keys import GENERATION_ANNOTATION
+from .model import endpoint, served_model_name, spec_of
+from .render import claims, selector
 
 # Container waiting reasons that will not fix themselves without a change to the Model or the cluster.
 FAILING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
