@@ -19,17 +19,19 @@ from kubernetes.client import ApiException
 from . import certs, engine, fleet, kube, metrics, sync
 from . import inject, readiness
 from .modelcache import ModelCache
+from .statuswriter import StatusWriter
 from .unconfigured import Reporter
 from .agent import NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
 from .config import GROUP, VERSION, Config
 from .keys import AGENT_LABEL, MANAGED, MODEL_LABEL
 from .model import spec_of
 from .render import render_children
-from .status import Problem, compute_status, phase_event_due, pod_summary, status_changed
+from .status import Problem, compute_status, phase_event_due, pod_summary
 
 # Set by install(), from main, before kopf runs: the typed settings and what depends on them.
 CONFIG = Config()
 FLEET = fleet.RolloutSlots(CONFIG.upgrade_rollouts_at_once)
+STATUS = StatusWriter()
 VIEW: dict = {}
 AGENT_FANOUT = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-fanout")
 WATCHED: list[str] = []
@@ -113,9 +115,12 @@ def latest(kind: str, index, key, body) -> dict:
 
 
 # --- indexes: the operator's view of the cluster, kept current by watches --------------------------------------
+# Each maps a key to the objects kopf saw for it (a list, usually of one): sync.first() takes that one.
+Key = tuple[str, str]  # (namespace, name)
+Snapshots = kopf.Index[Key, dict]
 
 @kopf.index(GROUP, VERSION, "models")
-def model_index(namespace, name, body, **_):
+def model_index(namespace, name, body, **_) -> dict[Key, dict]:
     return {(namespace, name): snapshot("Model", body)}
 
 
@@ -152,7 +157,8 @@ def pod_index(namespace, labels, body, **_):
 
 # --- Models -----------------------------------------------------------------------------------------------------
 
-def reconcile_model(model: dict, deployment_index, service_index, pod_index, cause: str = "event") -> Problem | None:
+def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Snapshots,
+                    pod_index: kopf.Index[Key, dict], cause: str = "event") -> Problem | None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
@@ -176,12 +182,9 @@ def reconcile_model(model: dict, deployment_index, service_index, pod_index, cau
             for key in FLEET.release(uid):  # the next Models in line roll now
                 AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, VIEW["model_index"],
                                     key, reconcile_model, *VIEW["children"])
-        old = sync.status_to_write(model, new, status_changed)
-        if old is None:
-            sync.drop_held(model)
-        elif phase_event_due(old.get("phase"), new["phase"]) or problem or \
-                not sync.hold(("Model", ns, name), model["metadata"]["uid"], lambda: publish_model_status(model, new)):
-            publish_model_status(model, new)
+        # A new phase or a problem is written at once; routine progress is spaced (see statuswriter).
+        urgent = bool(problem) or phase_event_due(STATUS.previous(model).get("phase"), new["phase"])
+        STATUS.publish(model, new, write_model_status, urgent=urgent)
         return problem
 
 
@@ -199,13 +202,9 @@ def report_ignored_engine_args(model: dict) -> None:
     _ignored_reported[uid] = ignored
 
 
-def publish_model_status(model: dict, new: dict) -> None:
-    """Write `new` and post the Events that its change from the last written status calls for."""
-    old = sync.status_to_write(model, new, status_changed)
-    if old is None:
-        return
+def write_model_status(model: dict, old: dict, new: dict) -> None:
+    """Write `new` and post the Events that its change from `old` calls for."""
     kube.patch_status(model, new)
-    sync.written(model, new)
     if phase_event_due(old.get("phase"), new["phase"]):
         ready = condition_of(new, "Ready")
         sync.post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
@@ -245,6 +244,7 @@ def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
 @kopf.on.delete(GROUP, VERSION, "agents", optional=True)
 def owner_deleted(uid, namespace, name, resource, **_):
     sync.forget((resource.kind, namespace, name), uid)
+    STATUS.forget(uid)
     for key in FLEET.release(uid):
         reconcile_owner_of_event(VIEW["model_index"], key, reconcile_model, *VIEW["children"])
 
@@ -271,7 +271,7 @@ def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
 
 # --- Agents -----------------------------------------------------------------------------------------------------
 
-def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index,
+def reconcile_agent(agent: dict, model_index: Snapshots, deployment_index: Snapshots, configmap_index: Snapshots,
                     cause: str = "event") -> Problem | None:
     ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
     with sync.reconciling(("Agent", ns, name)):
@@ -282,15 +282,15 @@ def reconcile_agent(agent: dict, model_index, deployment_index, configmap_index,
                     "ConfigMap": sync.first(configmap_index, (ns, desired[0]["metadata"]["name"]))}
         observed, problem = sync.sync_children(agent, desired, observed, cause)
         new = agent_status(agent, resolved, observed["Deployment"], CONFIG, now(), problem)
-        old = sync.status_to_write(agent, new, status_changed)
-        if old is None:
-            return problem
-        kube.patch_status(agent, new)
-        sync.written(agent, new)
-        ready, was = condition_of(new, "Ready"), condition_of(old, "Ready")
-        if (ready["status"], ready["reason"]) != (was.get("status"), was.get("reason")):
-            sync.post(agent, "Normal" if ready["status"] == "True" else "Warning", ready["reason"], ready["message"])
+        STATUS.publish(agent, new, write_agent_status, urgent=True)
         return problem
+
+
+def write_agent_status(agent: dict, old: dict, new: dict) -> None:
+    kube.patch_status(agent, new)
+    ready, was = condition_of(new, "Ready"), condition_of(old, "Ready")
+    if (ready["status"], ready["reason"]) != (was.get("status"), was.get("reason")):
+        sync.post(agent, "Normal" if ready["status"] == "True" else "Warning", ready["reason"], ready["message"])
 
 
 @kopf.on.resume(GROUP, VERSION, "agents", backoff=5)
@@ -304,18 +304,23 @@ def agent_changed(namespace, name, agent_index, model_index, deployment_index, c
 
 
 @kopf.on.event(GROUP, VERSION, "models")
-def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
-                         configmap_index, **_):
-    """A Model appeared, changed, moved through its phases or went away: every Agent using it, and the
-    configuration of injected pods, follow."""
+def model_seen_by_injected_pods(namespace, name, model_index, configmap_index, **_):
+    """A Model appeared, changed, moved through its phases or went away: the namespace ConfigMaps that injected pods
+    mount follow, and pods that could not be configured before may be told to restart."""
     if CONFIG.webhook_port:
-        UNCONFIGURED.poke()  # a pod may be waiting for this Model: tell it to restart
+        UNCONFIGURED.poke()
     for key in list(configmap_index):
         if key[1] == NAMESPACE_CONFIGMAP:
             try:
                 ensure_namespace_configmap(key[0], model_index, configmap_index)
             except ApiException as e:
                 log.warning("updating %s/%s for Model %s/%s failed: %s", *key, namespace, name, e.reason)
+
+
+@kopf.on.event(GROUP, VERSION, "models")
+def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
+                         configmap_index, **_):
+    """A Model appeared, changed, moved through its phases or went away: every Agent using it follows."""
     # Agents follow in parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents.
     # Each task gets its own copy of this handler's context, where kopf keeps what posting Events needs.
     tasks = [AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, agent_index, agent_key,
@@ -334,11 +339,11 @@ def agent_child_changed(namespace, labels, agent_index, model_index, deployment_
 
 # --- injection into any pod (mutating admission webhook) ---------------------------------------------------------
 
-def all_models(model_index) -> list[dict]:
+def all_models(model_index: Snapshots) -> list[dict]:
     return [m for key in list(model_index) for m in [sync.first(model_index, key)] if m is not None]
 
 
-def ensure_namespace_configmap(namespace: str, model_index, configmap_index) -> None:
+def ensure_namespace_configmap(namespace: str, model_index: Snapshots, configmap_index: Snapshots) -> None:
     """Keep the ConfigMap that injected pods of `namespace` mount in step with the Models it may use."""
     with sync.lock(("ConfigMap", namespace, NAMESPACE_CONFIGMAP)):
         desired = namespace_configmap(namespace, all_models(model_index), CONFIG)

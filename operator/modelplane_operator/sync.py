@@ -1,16 +1,13 @@
-"""What every reconcile shares: apply the children that differ from what the watches show, never take over an
-object someone else made, write status only when it changes, and one reconcile at a time per owner."""
+"""Applying a Model's or an Agent's children: plan_child decides (create, update, revert drift, leave alone, or
+refuse a name that is someone else's object), server-side apply writes; one reconcile at a time per owner."""
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import contextvars
 import json
 import logging
-import math
 import threading
-import time
 
 import kopf
 from kubernetes.client import ApiException
@@ -42,14 +39,7 @@ def lock(key: tuple) -> threading.Lock:
 
 def forget(key: tuple, uid: str) -> None:
     _locks.pop(key, None)
-    _written.pop(uid, None)
-    _last_write.pop(uid, None)
-    _held.pop(uid, None)
     _last_problem.pop(uid, None)
-    timer = _timers.pop(uid, None)
-    if timer:
-        timer.cancel()
-    metrics.model_phase(uid, None)
 
 
 def apply_if_differs(desired: dict) -> None:
@@ -195,67 +185,3 @@ def api_message(e: ApiException) -> str:
         return json.loads(e.body)["message"]
     except (TypeError, ValueError, KeyError):
         return str(e.reason)
-
-
-# The status this process last wrote, by owner uid. Indexes lag behind our own writes; comparing with them alone
-# would repeat writes and Events. After a restart the indexes (fresh from a list) are the truth.
-_written: dict[str, dict] = {}
-
-
-def status_to_write(owner: dict, new: dict, changed) -> dict | None:
-    """The previous status if `new` must be written (changed(old, new) says so), else None."""
-    old = _written.get(owner["metadata"]["uid"]) or owner.get("status") or {}
-    return old if changed(old, new) else None
-
-
-def written(owner: dict, new: dict) -> None:
-    uid = owner["metadata"]["uid"]
-    _written[uid] = owner["status"] = new
-    _last_write[uid] = time.monotonic()
-    _held.pop(uid, None)  # whatever waited is older than this
-    kind = owner.get("kind", "Model")
-    metrics.STATUS_WRITES.labels(kind).inc()
-    if kind == "Model":
-        metrics.model_phase(owner["metadata"]["uid"], new.get("phase"))
-
-
-# Routine progress (a pod scheduled, a replica counted) is written at most once per STATUS_INTERVAL per owner: the
-# last status computed in the interval is written when it ends. Callers write what a person acts on at once.
-STATUS_INTERVAL = 1.0
-_last_write: dict[str, float] = {}
-_held: dict[str, object] = {}  # uid -> the write waiting for the interval to end
-_timers: dict[str, threading.Timer] = {}
-
-
-def hold(key: tuple, uid: str, publish) -> bool:
-    """True when `publish` (a status write) must wait because this owner's status was written less than
-    STATUS_INTERVAL ago; it then runs when the interval ends, unless a newer write or hold replaced it.
-    Called under the owner's lock."""
-    wait = _last_write.get(uid, -math.inf) + STATUS_INTERVAL - time.monotonic()
-    if wait <= 0:
-        return False
-    _held[uid] = publish
-    if uid not in _timers:  # kopf keeps what posting Events needs in the context: the timer thread gets a copy
-        _timers[uid] = timer = threading.Timer(wait, contextvars.copy_context().run, (_release, key, uid))
-        timer.daemon = True
-        timer.start()
-    return True
-
-
-def drop_held(owner: dict) -> None:
-    """The status is back to what was last written: nothing waits any more."""
-    _held.pop(owner["metadata"]["uid"], None)
-
-
-def _release(key: tuple, uid: str) -> None:
-    with lock(key):
-        _timers.pop(uid, None)
-        publish = _held.pop(uid, None)
-        if publish is None:
-            return
-        try:
-            publish()
-        except Exception as e:  # noqa: BLE001  no handler will retry this: try again after another interval
-            log.warning("writing the status of %s %s/%s failed, retrying: %s", *key, e)
-            _last_write[uid] = time.monotonic()
-            hold(key, uid, publish)

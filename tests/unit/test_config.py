@@ -30,3 +30,19 @@ def test_bad_values_are_refused_naming_the_variable(var, value, says):
 def test_values_given_in_code_are_typed_too():
     assert Config(network_policies="true").network_policies is True
     assert Config(webhook_port="8443").webhook_port == 8443
+
+
+def test_the_chart_pins_the_images_the_operator_defaults_to():
+    """One source of truth: values.yaml's modelDefaults must say what Config says (a chart install and an operator
+    run without the chart then render the same pods)."""
+    from pathlib import Path
+
+    import yaml
+
+    values = yaml.safe_load((Path(__file__).resolve().parents[2] / "charts/modelplane/values.yaml").read_text())
+    defaults = values["modelDefaults"]
+    cfg = Config()
+    assert (defaults["vllmImage"], defaults["vllmCpuImage"]) == (cfg.vllm_image, cfg.vllm_cpu_image)
+    assert (defaults["gpuResource"], defaults["gpuProductLabel"], defaults["clusterDomain"]) == \
+        (cfg.gpu_resource, cfg.gpu_product_label, cfg.cluster_domain)
+    assert defaults["upgradeRolloutsAtOnce"] == cfg.upgrade_rollouts_at_once

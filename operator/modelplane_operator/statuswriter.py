@@ -1,0 +1,90 @@
+"""Writing Model and Agent status: only when it changed, at once for what a person acts on, and routine progress
+(a pod scheduled, a replica counted) at most once per interval per owner, the last status computed in the interval
+being the one written when it ends."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import math
+import threading
+import time
+from typing import Callable
+
+from . import metrics
+from .status import status_changed
+
+log = logging.getLogger("modelplane")
+# write(owner, old, new): patch the status subresource and post the Events the change calls for
+Write = Callable[[dict, dict, dict], None]
+
+
+class StatusWriter:
+    def __init__(self, interval: float = 1.0):
+        self.interval = interval
+        # What this process last wrote, by owner uid. The watches lag behind our own writes; comparing with them
+        # alone would repeat writes and Events. After a restart the watches (fresh from a list) are the truth.
+        self._written: dict[str, dict] = {}
+        self._last_write: dict[str, float] = {}
+        self._held: dict[str, tuple[dict, dict, Write]] = {}  # uid -> (owner, status, write) waiting for the interval
+        self._timers: dict[str, threading.Timer] = {}
+        self._locks: dict[str, threading.Lock] = {}
+
+    def previous(self, owner: dict) -> dict:
+        """The status last written for `owner` (by this process, else as the watches show it)."""
+        return self._written.get(owner["metadata"]["uid"]) or owner.get("status") or {}
+
+    def publish(self, owner: dict, new: dict, write: Write, *, urgent: bool) -> None:
+        """Write `new` if it differs from the previous status: now when `urgent` or when the owner's interval has
+        passed, else when it ends (unless a newer status replaces it first, or the status returns to what was
+        written)."""
+        uid = owner["metadata"]["uid"]
+        with self._locks.setdefault(uid, threading.Lock()):
+            old = self.previous(owner)
+            if not status_changed(old, new):
+                self._held.pop(uid, None)
+                return
+            wait = self._last_write.get(uid, -math.inf) + self.interval - time.monotonic()
+            if urgent or wait <= 0:
+                self._write(owner, old, new, write)
+                return
+            self._held[uid] = (owner, new, write)
+            if uid not in self._timers:  # kopf keeps what posting Events needs in the context: the timer gets a copy
+                self._timers[uid] = timer = threading.Timer(wait, contextvars.copy_context().run, (self._release, uid))
+                timer.daemon = True
+                timer.start()
+
+    def forget(self, uid: str) -> None:
+        """The owner is gone."""
+        for table in (self._written, self._last_write, self._held, self._locks):
+            table.pop(uid, None)
+        timer = self._timers.pop(uid, None)
+        if timer:
+            timer.cancel()
+        metrics.model_phase(uid, None)
+
+    def _write(self, owner: dict, old: dict, new: dict, write: Write) -> None:
+        write(owner, old, new)
+        uid = owner["metadata"]["uid"]
+        self._written[uid] = owner["status"] = new
+        self._last_write[uid] = time.monotonic()
+        self._held.pop(uid, None)  # whatever waited is older than this
+        kind = owner.get("kind", "Model")
+        metrics.STATUS_WRITES.labels(kind).inc()
+        if kind == "Model":
+            metrics.model_phase(uid, new.get("phase"))
+
+    def _release(self, uid: str) -> None:
+        self._timers.pop(uid, None)
+        held = self._held.pop(uid, None)
+        if held is None:
+            return
+        owner, new, write = held
+        try:
+            self.publish(owner, new, write, urgent=True)
+        except Exception as e:  # noqa: BLE001  no handler will retry this: try again after another interval
+            meta = owner["metadata"]
+            log.warning("writing the status of %s %s/%s failed, retrying: %s", owner.get("kind", "Model"),
+                        meta.get("namespace"), meta.get("name"), e)
+            self._last_write[uid] = time.monotonic()
+            self.publish(owner, new, write, urgent=False)

@@ -1,0 +1,70 @@
+"""Status writes of one owner are spaced: routine progress waits for the interval, the last one held is written;
+what a person acts on is written at once; nothing is written twice."""
+
+import time
+
+import pytest
+
+from modelplane_operator.statuswriter import StatusWriter
+
+
+@pytest.fixture
+def writer():
+    return StatusWriter(interval=0.2)
+
+
+def owner():
+    return {"kind": "Model", "metadata": {"uid": f"u-{time.monotonic_ns()}", "namespace": "ns", "name": "m"}}
+
+
+def recorder(log):
+    return lambda o, old, new: log.append((old.get("phase"), new["phase"], new.get("n")))
+
+
+def test_first_write_is_at_once_and_an_unchanged_status_is_not_written(writer):
+    log, o = [], owner()
+    writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
+    assert log == [(None, "Pending", None)]
+
+
+def test_within_the_interval_the_last_held_status_is_written_once(writer):
+    log, o = [], owner()
+    writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Loading", "n": 2}, recorder(log), urgent=False)
+    assert log == [(None, "Loading", 0)]
+    time.sleep(0.4)
+    assert log == [(None, "Loading", 0), ("Loading", "Loading", 2)]
+
+
+def test_urgent_is_written_at_once_and_replaces_what_was_held(writer):
+    log, o = [], owner()
+    writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)  # held
+    writer.publish(o, {"phase": "Ready"}, recorder(log), urgent=True)
+    time.sleep(0.4)
+    assert log == [(None, "Loading", 0), ("Loading", "Ready", None)]
+
+
+def test_a_return_to_the_written_status_cancels_the_held_one(writer):
+    log, o = [], owner()
+    writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)  # held
+    writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)  # back to what was written
+    time.sleep(0.4)
+    assert log == [(None, "Loading", 0)]
+
+
+def test_a_failed_held_write_is_tried_again(writer):
+    log, o, fail = [], owner(), [True]
+
+    def flaky(owner_, old, new):
+        if new.get("n") == 1 and fail.pop(0) if fail else False:
+            raise RuntimeError("API server away")
+        log.append(new.get("n"))
+
+    writer.publish(o, {"phase": "Loading", "n": 0}, flaky, urgent=False)
+    writer.publish(o, {"phase": "Loading", "n": 1}, flaky, urgent=False)
+    time.sleep(0.8)
+    assert log == [0, 1]
