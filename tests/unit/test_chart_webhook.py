@@ -62,3 +62,27 @@ def test_webhook_sees_only_the_watched_namespaces():
 def test_webhook_covers_every_namespace_but_the_excluded_by_default():
     for hook, expressions in namespace_expressions(webhook_configuration()).items():
         assert expressions == [{"key": NAME, "operator": "NotIn", "values": ["kube-system", "modelplane-system"]}], hook
+
+
+@pytest.mark.parametrize("sets, kwargs", [
+    ((), {}),
+    (("watchNamespaces={team-b,team-a}",), {"watched_namespaces": ("team-b", "team-a")}),
+    (("webhook.failurePolicy=Fail", "webhook.timeoutSeconds=10", "webhook.excludedNamespaces={kube-system,infra}"),
+     {"failure_policy": "Fail", "timeout_seconds": 10, "excluded_namespaces": ("kube-system", "infra")}),
+    (("webhook.excludedNamespaces={modelplane-system,kube-system}",), {}),
+])
+def test_webhooks_are_the_operators(sets, kwargs):
+    """Field for field what inject.webhook_configuration() renders (the operator's own configuration for local
+    runs), the release namespace always among the excluded."""
+    from modelplane_operator.inject import webhook_configuration as operators
+
+    excluded = (*kwargs.pop("excluded_namespaces", ("kube-system",)), "modelplane-system")
+    client = {"service": {"name": "mp-webhook", "namespace": "modelplane-system", "path": "/inject", "port": 443}}
+    expected = operators(client, excluded_namespaces=excluded, **kwargs)
+    assert webhook_configuration(*sets)["webhooks"] == expected["webhooks"]
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:9443", "https://127.0.0.1:9443/"])
+def test_webhook_url_replaces_the_service(url):
+    for hook in webhook_configuration(f"webhook.url={url}")["webhooks"]:
+        assert hook["clientConfig"] == {"url": "https://127.0.0.1:9443/inject"}
