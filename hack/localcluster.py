@@ -441,13 +441,22 @@ def _http_ok(url: str) -> bool:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["up", "down", "env", "build"])
+    ap.add_argument("command", choices=["up", "down", "env", "build", "images"],
+                    help="build: the binaries; images: the real node's images, where a real node can run")
     ap.add_argument("--dir", default=os.environ.get("MODELPLANE_CLUSTER_DIR", str(DEFAULT_DIR)))
     ap.add_argument("--no-real-node", action="store_true", help="kwok nodes only")
     args = ap.parse_args(argv)
     cluster = Cluster(Path(args.dir), real_node=not args.no_real_node)
     if args.command == "build":
         print(build_binaries())
+    elif args.command == "images":
+        # Built before the tests (not inside a test's time limit): a cold build takes 10 minutes or more.
+        bin_dir = build_binaries()
+        reason = realnode.unavailable_reason(bin_dir)
+        if reason:
+            log(f"no real node here ({reason}): its images are not built")
+        else:
+            image_builder.build_images(bin_dir)
     elif args.command == "up":
         cluster.up()
         print(f"export KUBECONFIG={cluster.kubeconfig}")

@@ -14,6 +14,10 @@ import pytest
 
 from conftest import OPERATOR_NS, REPO, RELEASE, get_json, helm
 
+# The first test here also starts the shared real-node cluster (and imports the vLLM image into a fresh
+# containerd: minutes), inside its time limit.
+pytestmark = pytest.mark.timeout(1800)
+
 SELECTOR = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=operator"
 
 

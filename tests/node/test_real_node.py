@@ -200,6 +200,10 @@ def test_every_example_runs_or_schedules(kube, operator, weights_pv, namespace):
 
 INSIDE_CHECK = """
 import os, openai
+
+# The first test here also starts the shared real-node cluster (and imports the vLLM image into a fresh
+# containerd: minutes), inside its time limit.
+pytestmark = pytest.mark.timeout(1800)
 base = os.environ.get("OPENAI_BASE_URL")
 print("base url:", base)
 if base:
