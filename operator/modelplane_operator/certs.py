@@ -162,8 +162,10 @@ def load_certs(pem: bytes | None) -> list[x509.Certificate]:
 
 
 def _load_key(pem: bytes | None):
+    """A private key of the operator's own making (a check of an RSA key's numbers takes 80 ms; every check of the
+    certificates loads two)."""
     try:
-        return serialization.load_pem_private_key(pem, None) if pem else None
+        return serialization.load_pem_private_key(pem, None, unsafe_skip_rsa_key_validation=True) if pem else None
     except (ValueError, TypeError, UnsupportedAlgorithm):
         return None
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import kopf
 from kubernetes.client import ApiException
 
-from . import certs, engine, fleet, kube, metrics, sync
+from . import engine, fleet, kube, metrics, sync, webhookcert
 from . import inject, readiness
 from .modelcache import ModelCache
 from .statuswriter import StatusWriter
@@ -76,27 +76,37 @@ def configure(settings: kopf.OperatorSettings, model_index, deployment_index, se
 
 def serve_webhook(settings: kopf.OperatorSettings) -> None:
     folder = Path(CONFIG.webhook_cert_dir)
-    sans = [CONFIG.webhook_host]
-    if CONFIG.webhook_cert_secret:
-        ca = kube.ensure_serving_secret(CONFIG.namespace, CONFIG.webhook_cert_secret, sans, folder)
-    elif CONFIG.webhook_cert_source == "files":
-        ca = (folder / "ca.crt").read_bytes()
-    else:
-        ca = certs.serving_pair(folder, "modelplane-webhook", sans)
     port = CONFIG.webhook_port
-    settings.admission.server = kopf.WebhookServer(
-        addr=CONFIG.webhook_listen, port=port, host=CONFIG.webhook_host, certfile=folder / "tls.crt",
-        pkeyfile=folder / "tls.key", cadata=ca)
-    ca_bundle = base64.b64encode(ca).decode()
+    url = f"https://{CONFIG.webhook_host}:{port}{inject.WEBHOOK_PATH}"
+
+    def publish(ca: bytes) -> None:
+        """The CA bundle where the API server reads it: at start, and (with the operator's own certificates) again
+        after every check of them."""
+        ca_bundle = base64.b64encode(ca).decode()
+        if CONFIG.webhook_configure:
+            sync.apply_if_differs(inject.webhook_configuration({"url": url, "caBundle": ca_bundle},
+                                                               failure_policy=CONFIG.webhook_failure_policy,
+                                                               excluded_namespaces=tuple(EXCLUDED),
+                                                               watched_namespaces=tuple(WATCHED)))
+        elif CONFIG.webhook_configuration and CONFIG.webhook_cert_source != "files":
+            kube.set_ca_bundle(CONFIG.webhook_configuration, ca_bundle)
+
+    where = {"addr": CONFIG.webhook_listen, "port": port, "host": CONFIG.webhook_host}
+    if CONFIG.webhook_cert_source == "files" and not CONFIG.webhook_cert_secret:
+        # Provided files (cert-manager's Secret, mounted): loaded again in place when they change.
+        ca = (folder / "ca.crt").read_bytes()
+        settings.admission.server = webhookcert.ReloadingWebhookServer(
+            **where, certfile=folder / "tls.crt", pkeyfile=folder / "tls.key", cadata=ca)
+        publish(ca)
+    else:
+        # The operator's own certificates, in the Secret the replicas share (or the folder of a local run): renewed
+        # before they expire, reloaded in place, the bundle kept current (webhookcert.CertKeeper).
+        secret = (CONFIG.namespace, CONFIG.webhook_cert_secret) if CONFIG.webhook_cert_secret else None
+        keeper = webhookcert.CertKeeper(folder, [CONFIG.webhook_host], secret=secret, publish=publish)
+        keeper.start()
+        settings.admission.server = keeper.server(**where)
     if CONFIG.webhook_configure:
-        url = f"https://{CONFIG.webhook_host}:{port}{inject.WEBHOOK_PATH}"
-        sync.apply_if_differs(inject.webhook_configuration({"url": url, "caBundle": ca_bundle},
-                                                           failure_policy=CONFIG.webhook_failure_policy,
-                                                           excluded_namespaces=tuple(EXCLUDED),
-                                                           watched_namespaces=tuple(WATCHED)))
         log.info("webhook configuration points at %s", url)
-    elif CONFIG.webhook_configuration and CONFIG.webhook_cert_source != "files":
-        kube.set_ca_bundle(CONFIG.webhook_configuration, ca_bundle)
 
 
 def now() -> str:

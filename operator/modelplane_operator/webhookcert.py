@@ -195,5 +195,7 @@ class CertKeeper:
                 log.warning("webhook certificate: bundle not written (%s: %s); again in %ss", type(e).__name__, e,
                             self.check_seconds)
         if changed and self._server is not None and self._server.reload():
-            log.info("webhook certificate: the running server took the renewed certificate")
+            leaf = certs.load_certs(served["tls.crt"])[0]
+            log.info("webhook certificate: serving serial %x (until %s) in place", leaf.serial_number,
+                     leaf.not_valid_after_utc)
         return decision
