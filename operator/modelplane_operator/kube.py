@@ -1,5 +1,6 @@
-"""The operator's few writes, through the official kubernetes client: server-side apply of children and merge
-patches of Model status. Plain dicts in and out (no model classes), one pooled connection set per process."""
+"""Every call the operator makes to the API server itself (kopf makes its own): server-side apply, merge patches
+(status, ConfigMap data), watches, Events, the webhook's certificate Secret and caBundle, kopf's peering object.
+Through the official kubernetes client; plain dicts in and out (no model classes), one connection pool per process."""
 
 from __future__ import annotations
 
