@@ -1,4 +1,5 @@
-"""The Model CustomResourceDefinition: the single source of the API's schema and spec-level defaults.
+"""The Model and Agent CustomResourceDefinitions: the single source of the API's schemas, spec-level defaults and
+admission rules (the engineArgs part is built from vLLM's own options, vllm_options.json).
 
 `python -m modelplane_operator.crd` writes crds/; a unit test fails when crds/ differs from what this renders.
 """
@@ -13,20 +14,27 @@ from pathlib import Path
 import yaml
 
 from .config import GROUP, VERSION
-from .schema import (apply_defaults, array, boolean, free_form, integer, number, obj, quantity, string,
-                     string_map)
+from .schema import (CONFIG_KEY, DNS_LABEL_ANY, DNS_SUBDOMAIN, ENV_NAME, LABEL_VALUE, QUALIFIED_BODY,
+                     QUALIFIED_NAME, apply_defaults, array, boolean, extended_resource, integer, number, obj,
+                     optional, qualified_name, quantity, string)
 
 SOURCE_SCHEMES = ("hf", "pvc", "s3", "gs")
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 # Flags the operator owns: setting them through extraArgs would break the Service, probes or the key handling.
 RESERVED_FLAGS = ("model", "host", "port", "api-key", "served-model-name")
+# The longest wait a Model may ask for (startupTimeoutSeconds, engineArgs.shutdownTimeout): a day. The Deployment's
+# progressDeadlineSeconds (an int32) and the pods' grace period are computed from them.
+MAX_WAIT_SECONDS = 86400
+# GPU resource the schema assumes when spec.gpuResourceName is unset (the operator's default setting).
+DEFAULT_GPU_RESOURCE = "nvidia.com/gpu"
 
 
 def secret_key_ref(description: str, default_key: str) -> dict:
     return obj(description, {
-        "name": string("Name of a Secret in the Model's namespace.", minLength=1, maxLength=253),
-        "key": string(f"Key within the Secret. Defaults to `{default_key}`.", default=default_key, minLength=1,
-                      maxLength=253),
+        "name": string("Name of a Secret in the Model's namespace (a DNS subdomain: lowercase letters, digits, '-' "
+                       "and '.').", minLength=1, maxLength=253, pattern=DNS_SUBDOMAIN),
+        "key": string(f"Key within the Secret (letters, digits, '-', '_' and '.'). Defaults to `{default_key}`.",
+                      default=default_key, minLength=1, maxLength=253, pattern=CONFIG_KEY),
     }, required=["name"])
 
 
@@ -39,7 +47,11 @@ ENGINE_ARG_BOUNDS = {
     "maxNumSeqs": {"minimum": 1},
     "maxNumBatchedTokens": {"minimum": 1},
     "seed": {"minimum": 0},
+    # The pods' terminationGracePeriodSeconds is computed from it.
+    "shutdownTimeout": {"maximum": MAX_WAIT_SECONDS},
 }
+# --shutdown-timeout=N in extraArgs: a whole number of seconds up to MAX_WAIT_SECONDS (86400), as one regex.
+SHUTDOWN_ARG = "^--shutdown[-_]timeout=(-?[0-9]{1,4}|[0-7][0-9]{4}|8[0-5][0-9]{3}|86[0-3][0-9]{2}|86400)$"
 
 
 # With the tensor parallel size, the factors of the GPUs one replica uses: vLLM starts dataParallelSize engines of
@@ -92,7 +104,10 @@ def engine_args_schema() -> dict:
                 "sets them (use spec.servedModelName and spec.apiKeySecretRef)"),
                *([(f"self.all(a, !a.matches('^--({refused_pattern})(=.*)?$'))",
                    f"must not set {', '.join(refused_flags)}: the operator serves plain HTTP through vLLM's API "
-                   "server (see the engineArgs fields of the same names)")] if refused else [])])
+                   "server (see the engineArgs fields of the same names)")] if refused else []),
+               (f"self.all(a, !a.matches('^--shutdown[-_]timeout=') || a.matches('{SHUTDOWN_ARG}'))",
+                f"--shutdown-timeout= takes a whole number of seconds, at most {MAX_WAIT_SECONDS} (the pods' "
+                "termination grace period is computed from it; see engineArgs.shutdownTimeout)")])
     return obj(
         f"vLLM engine and server options, generated from vLLM {generated['vllmVersion']}'s own argument parser. "
         "Each field is the vLLM flag in camelCase (maxModelLen -> --max-model-len); booleans render as --flag or "
@@ -111,33 +126,233 @@ def vllm_options() -> dict:
     return json.loads((Path(__file__).parent / "vllm_options.json").read_text())
 
 
+def label_key(description: str, **extra) -> dict:
+    """A label key (optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_', '.')."""
+    return string(description, maxLength=317, rules=[(qualified_name("self"), "must be a label key: an optional "
+                                                      "DNS subdomain prefix and '/', then at most 63 letters, "
+                                                      "digits, '-', '_' or '.', starting and ending alphanumeric")],
+                  **extra)
+
+
+def label_value(description: str) -> dict:
+    return string(description, maxLength=63, pattern=LABEL_VALUE)
+
+
+def label_map(description: str) -> dict:
+    """A map of labels, as a node selector or matchLabels; keys and values as Kubernetes requires of labels."""
+    return obj(description, additionalProperties=label_value("A label value: at most 63 letters, digits, '-', '_' "
+                                                             "or '.', starting and ending alphanumeric."),
+               maxProperties=64,
+               rules=[(f"self.all(k, {qualified_name('k')})",
+                       "keys must be label keys: an optional DNS subdomain prefix and '/', then at most 63 letters, "
+                       "digits, '-', '_' or '.', starting and ending alphanumeric")])
+
+
 def toleration_schema() -> dict:
     return obj("A toleration, as in a Pod spec.", {
-        "key": string("Taint key the toleration applies to; empty means all keys."),
-        "operator": string("Exists or Equal.", enum=["Exists", "Equal"]),
-        "value": string("Taint value to match with Equal."),
+        "key": string("Taint key the toleration applies to (a label key); empty means all keys, with operator "
+                      "Exists.", maxLength=317,
+                      rules=[(f"self == '' || ({qualified_name('self')})",
+                              "must be a label key: an optional DNS subdomain prefix and '/', then at most 63 "
+                              "letters, digits, '-', '_' or '.'")]),
+        "operator": string("Exists or Equal (the default).", enum=["Exists", "Equal"]),
+        "value": label_value("Taint value to match with Equal; empty with Exists."),
         "effect": string("Taint effect to match; empty means all effects.",
                          enum=["NoSchedule", "PreferNoSchedule", "NoExecute", ""]),
-        "tolerationSeconds": integer("How long a NoExecute taint is tolerated.", format="int64"),
-    })
+        "tolerationSeconds": integer("How long a NoExecute taint is tolerated; requires effect NoExecute.",
+                                     format="int64"),
+    }, rules=[
+        ("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+         "operator must be Exists when key is empty (a toleration of all taints)", ".operator"),
+        ("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+         "value must be empty when operator is Exists", ".value"),
+        ("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+         "tolerationSeconds requires effect NoExecute", ".effect"),
+    ])
+
+
+def key_selector(kind: str) -> dict:
+    return obj(f"A key of a {kind} in the pod's namespace.", {
+        "name": string(f"Name of the {kind} (a DNS subdomain).", minLength=1, maxLength=253, pattern=DNS_SUBDOMAIN),
+        "key": string("The key (letters, digits, '-', '_' and '.').", minLength=1, maxLength=253, pattern=CONFIG_KEY),
+        "optional": boolean(f"Whether the {kind} or its key may be missing."),
+    }, required=["name", "key"])
+
+
+# What a container's env may read through the downward API (validEnvDownwardAPIFieldPathExpressions).
+ENV_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "spec.nodeName", "spec.serviceAccountName",
+                   "status.hostIP", "status.hostIPs", "status.podIP", "status.podIPs")
+ENV_RESOURCE_FIELDS = ("limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu", "requests.memory",
+                       "requests.ephemeral-storage")
+BYTE_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")
+
+
+def value_from_schema() -> dict:
+    paths = ", ".join(f"'{p}'" for p in ENV_FIELD_PATHS)
+    subscript = QUALIFIED_BODY.replace("[a-z0-9]", "[A-Za-z0-9]")  # annotation keys are compared in lower case
+    return obj("Source of the value: exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef.", {
+        "secretKeyRef": key_selector("Secret"),
+        "configMapKeyRef": key_selector("ConfigMap"),
+        "fieldRef": obj("A field of the pod (downward API).", {
+            "apiVersion": string("Version of the schema fieldPath is written in; v1.", enum=["v1"]),
+            "fieldPath": string(f"One of {', '.join(ENV_FIELD_PATHS)}, or metadata.labels['<key>'] or "
+                                "metadata.annotations['<key>'].", maxLength=400,
+                                rules=[(f"self in [{paths}] || (self.matches(\"^metadata[.]labels[[]'{QUALIFIED_BODY}"
+                                        f"'[]]$\") || self.matches(\"^metadata[.]annotations[[]'{subscript}'[]]$\")) "
+                                        "&& self.matches(\"^[^/]*'([^/]{0,253}/)?[^/]*$\")",
+                                        f"must be one of {', '.join(ENV_FIELD_PATHS)}, or metadata.labels['<key>'] "
+                                        "or metadata.annotations['<key>'] with a label key")]),
+        }, required=["fieldPath"]),
+        "resourceFieldRef": obj("A resource of a container (downward API).", {
+            "containerName": string("Container whose resource is read; defaults to this one.", maxLength=63),
+            "resource": string("The resource.", enum=list(ENV_RESOURCE_FIELDS)),
+            "divisor": quantity("Unit the value is expressed in: 1 or 1m for cpu; 1, 1k, 1Ki, 1M, 1Mi... 1E, 1Ei "
+                                "for memory and ephemeral-storage.", enum=[1, "1m", *BYTE_DIVISORS]),
+        }, required=["resource"], rules=[
+            ("!has(self.divisor) || (self.resource.endsWith('.cpu') ? (type(self.divisor) == int || self.divisor in ['1', '1m']) : "
+             "self.divisor != '1m')",
+             "divisor must be 1 or 1m for cpu; 1, 1k, 1Ki, 1M, 1Mi, 1G, 1Gi, 1T, 1Ti, 1P, 1Pi, 1E or 1Ei otherwise",
+             ".divisor")]),
+    }, rules=[("[has(self.secretKeyRef), has(self.configMapKeyRef), has(self.fieldRef), "
+               "has(self.resourceFieldRef)].filter(x, x).size() == 1",
+               "must set exactly one of secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef")])
 
 
 def env_var_schema() -> dict:
     return obj("An environment variable, as in a container spec.", {
-        "name": string("Variable name.", minLength=1, maxLength=256),
+        "name": string("Variable name: letters, digits, '-', '_' and '.', not starting with a digit.", minLength=1,
+                       maxLength=256, pattern=ENV_NAME),
         "value": string("Literal value. Never put a secret here: use valueFrom.secretKeyRef."),
-        "valueFrom": free_form("Source of the value (secretKeyRef, configMapKeyRef, fieldRef, "
-                               "resourceFieldRef)."),
-    }, required=["name"])
+        "valueFrom": value_from_schema(),
+    }, required=["name"], rules=[
+        ("!has(self.valueFrom) || !has(self.value) || self.value == ''",
+         "value and valueFrom are exclusive: set one of them", ".valueFrom")])
 
 
-def resources_schema() -> dict:
-    q = quantity("A resource quantity.")
-    return obj("Compute resources of the vLLM container. Merged over the operator's defaults; the GPU limit "
-               "always comes from spec.gpus.", {
-                   "requests": obj("Minimum resources, e.g. cpu: \"8\", memory: 64Gi.", additionalProperties=q),
-                   "limits": obj("Maximum resources.", additionalProperties=q),
-               })
+# Resources a container may request besides extended ones (vendor.example/name). Hugepages are not offered.
+STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+
+
+def resource_map(description: str) -> dict:
+    names = ", ".join(f"'{r}'" for r in STANDARD_RESOURCES)
+    return obj(description, additionalProperties=quantity("A resource quantity."), maxProperties=16, rules=[
+        (f"self.all(k, k in [{names}] || ({extended_resource('k')}))",
+         "resource names are cpu, memory, ephemeral-storage or an extended resource with a domain outside "
+         "kubernetes.io (e.g. example.com/fpga)"),
+        ("self.all(k, !k.contains('/') || quantity(string(self[k])).isInteger())",
+         "extended resources take whole numbers"),
+    ])
+
+
+def resources_schema(workload: str) -> dict:
+    both = "has(self.limits) && k in self.limits"
+    request, limit = "quantity(string(self.requests[k]))", "quantity(string(self.limits[k]))"
+    return obj(f"Compute resources of the {workload} container, as in a container spec: cpu, memory, "
+               "ephemeral-storage and extended resources. A request must not exceed the limit of the same resource; "
+               "an extended resource's request needs a limit equal to it.", {
+                   "requests": resource_map("Minimum resources, e.g. cpu: \"8\", memory: 64Gi."),
+                   "limits": resource_map("Maximum resources."),
+               }, rules=[
+                   (f"!has(self.requests) || self.requests.all(k, !({both}) || {request}.compareTo({limit}) <= 0)",
+                    "a request must not exceed the limit of the same resource (spec.resources.requests, "
+                    "spec.resources.limits)"),
+                   (f"!has(self.requests) || self.requests.all(k, !k.contains('/') || (({both}) && "
+                    f"{request}.compareTo({limit}) == 0))",
+                    "a request of an extended resource needs a limit equal to it (spec.resources.limits)"),
+               ])
+
+
+def node_selector_requirement() -> dict:
+    return obj("A node label requirement.", {
+        "key": label_key("Node label key."),
+        "operator": string("In, NotIn, Exists, DoesNotExist, Gt or Lt.",
+                           enum=["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]),
+        "values": array("Label values: at least one for In and NotIn, none for Exists and DoesNotExist, one "
+                        "(an integer) for Gt and Lt.", label_value("A label value."), maxItems=64),
+    }, required=["key", "operator"], rules=[
+        ("!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+         "values must be set when operator is In or NotIn", ".values"),
+        ("!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || size(self.values) == 0",
+         "values must be empty when operator is Exists or DoesNotExist", ".values"),
+        ("!(self.operator in ['Gt', 'Lt']) || (has(self.values) && size(self.values) == 1)",
+         "values must hold one value when operator is Gt or Lt", ".values"),
+    ])
+
+
+def node_selector_term() -> dict:
+    return obj("Node requirements, all of which must hold.", {
+        "matchExpressions": array("Requirements on node labels.", node_selector_requirement(), maxItems=32),
+        "matchFields": array("Requirements on node fields: metadata.name only.", obj(
+            "A node field requirement.", {
+                "key": string("metadata.name.", enum=["metadata.name"]),
+                "operator": string("In or NotIn.", enum=["In", "NotIn"]),
+                "values": array("One node name.", string("A node name (a DNS subdomain).", maxLength=253,
+                                                         pattern=DNS_SUBDOMAIN), minItems=1, maxItems=1),
+            }, required=["key", "operator", "values"]), maxItems=32),
+    })
+
+
+def label_selector(description: str) -> dict:
+    return obj(description, {
+        "matchLabels": label_map("Labels that must all match."),
+        "matchExpressions": array("Requirements on labels.", obj("A label requirement.", {
+            "key": label_key("Label key."),
+            "operator": string("In, NotIn, Exists or DoesNotExist.", enum=["In", "NotIn", "Exists", "DoesNotExist"]),
+            "values": array("Label values: at least one for In and NotIn, none for Exists and DoesNotExist.",
+                            label_value("A label value."), maxItems=64),
+        }, required=["key", "operator"], rules=[
+            ("!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+             "values must be set when operator is In or NotIn", ".values"),
+            ("!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || size(self.values) == 0",
+             "values must be empty when operator is Exists or DoesNotExist", ".values"),
+        ]), maxItems=32),
+    })
+
+
+def pod_affinity_term() -> dict:
+    return obj("Pods (of the namespaces named) whose topology domain this pod must share, or avoid.", {
+        "labelSelector": label_selector("Labels of the pods."),
+        "namespaceSelector": label_selector("Namespaces of the pods, by label."),
+        "namespaces": array("Namespaces of the pods, by name; with neither this nor namespaceSelector, the "
+                            "pod's own.", string("A namespace name.", maxLength=63, pattern=DNS_LABEL_ANY),
+                            maxItems=64),
+        "topologyKey": label_key("Node label whose value is the topology domain (e.g. kubernetes.io/hostname).",
+                                 minLength=1),
+    }, required=["topologyKey"])
+
+
+def weighted(description: str, name: str, term: dict) -> dict:
+    return obj(description, {
+        "weight": integer("Weight, 1-100, added to a node's score when the term matches.", minimum=1, maximum=100),
+        name: term,
+    }, required=["weight", name] if name == "podAffinityTerm" else ["weight"])
+
+
+def pod_affinity(description: str) -> dict:
+    return obj(description, {
+        "requiredDuringSchedulingIgnoredDuringExecution": array("Terms that must all hold.", pod_affinity_term(),
+                                                                maxItems=32),
+        "preferredDuringSchedulingIgnoredDuringExecution": array(
+            "Terms that add to a node's score.", weighted("A weighted term.", "podAffinityTerm", pod_affinity_term()),
+            maxItems=32),
+    })
+
+
+def affinity_schema() -> dict:
+    """A Pod spec's affinity, with the checks the API server makes of a pod template, so that one it would refuse is
+    refused here, with the field named. matchLabelKeys and mismatchLabelKeys are not offered."""
+    return obj("Affinity of the server pods (node, pod and anti-affinity), as in a Pod spec.", {
+        "nodeAffinity": obj("Nodes the pods may or prefer to run on.", {
+            "requiredDuringSchedulingIgnoredDuringExecution": obj("Node terms, one of which must hold.", {
+                "nodeSelectorTerms": array("The terms.", node_selector_term(), minItems=1, maxItems=32),
+            }, required=["nodeSelectorTerms"]),
+            "preferredDuringSchedulingIgnoredDuringExecution": array(
+                "Node terms that add to a node's score.", weighted("A weighted node term.", "preference",
+                                                                   node_selector_term()), maxItems=32),
+        }),
+        "podAffinity": pod_affinity("Pods to run near."),
+        "podAntiAffinity": pod_affinity("Pods to keep away from."),
+    })
 
 
 def source_rules() -> list:
@@ -154,6 +369,18 @@ def source_rules() -> list:
         ("!self.matches('(^|/)[.][.]?(/|$)')", "must not contain '.' or '..' path segments"),
         ("!self.matches('[\\\\s\\\\x00-\\\\x1f]')", "must not contain whitespace or control characters"),
     ]
+
+
+def gpu_resource_rule() -> tuple:
+    """The GPU's limit comes from spec.gpus: spec.resources may not request or limit the GPU resource (the Model's
+    gpuResourceName, or nvidia.com/gpu without one). Where the operator's own default differs, it ignores that
+    resource in spec.resources (render.container_resources)."""
+    gpu = (f"(has(self.gpuResourceName) && self.gpuResourceName != '' ? self.gpuResourceName : "
+           f"'{DEFAULT_GPU_RESOURCE}')")
+    return (f"!has(self.resources) || ((!has(self.resources.requests) || !({gpu} in self.resources.requests)) && "
+            f"(!has(self.resources.limits) || !({gpu} in self.resources.limits)))",
+            "must not request or limit the GPU resource (spec.gpuResourceName, nvidia.com/gpu by default): the "
+            "operator sets its limit from spec.gpus", ".resources")
 
 
 def parallel_rules() -> list:
@@ -219,17 +446,24 @@ def model_spec_schema() -> dict:
                                 minimum=0, default=1),
             "gpus": integer("GPUs per replica, requested as the GPU resource (nvidia.com/gpu by default). 0 "
                             "selects the CPU profile.", minimum=0, maximum=64, default=1),
-            "gpuResourceName": string("Extended resource name of the GPU, for other vendors (e.g. amd.com/gpu). "
-                                      "Defaults to the operator's setting (nvidia.com/gpu).", maxLength=253),
+            "gpuResourceName": string("Extended resource name of the GPU, for other vendors (e.g. amd.com/gpu): a "
+                                      "domain outside kubernetes.io, '/', a name. Defaults to the operator's setting "
+                                      "(nvidia.com/gpu).", maxLength=253,
+                                      rules=[(f"self == '' || ({extended_resource('self')})",
+                                              "must be an extended resource name with a domain outside "
+                                              "kubernetes.io, e.g. amd.com/gpu")]),
             "gpuType": string("GPU product to run on, matched against the node label nvidia.com/gpu.product "
-                              "(e.g. NVIDIA-H100-80GB-HBM3). Requires gpus > 0.", maxLength=63),
-            "nodeSelector": string_map("Extra node labels the server pods must match."),
+                              "(e.g. NVIDIA-H100-80GB-HBM3), so a label value. Requires gpus > 0.", maxLength=63,
+                              pattern=LABEL_VALUE),
+            "nodeSelector": label_map("Extra node labels the server pods must match."),
             "tolerations": array("Tolerations of the server pods, added to the GPU toleration the operator sets.",
                                  toleration_schema(), maxItems=64),
-            "affinity": free_form("Affinity of the server pods (node, pod and anti-affinity), as in a Pod spec."),
-            "priorityClassName": string("PriorityClass of the server pods.", maxLength=253),
-            "runtimeClassName": string("RuntimeClass of the server pods (e.g. nvidia).", maxLength=253),
-            "resources": resources_schema(),
+            "affinity": affinity_schema(),
+            "priorityClassName": string("PriorityClass of the server pods (a DNS subdomain).", maxLength=253,
+                                        pattern=optional(DNS_SUBDOMAIN)),
+            "runtimeClassName": string("RuntimeClass of the server pods (e.g. nvidia; a DNS subdomain).",
+                                       maxLength=253, pattern=optional(DNS_SUBDOMAIN)),
+            "resources": resources_schema("vLLM"),
             "engineArgs": engine_args_schema(),
             "apiKeySecretRef": secret_key_ref(
                 "Secret holding the API key the server requires (sent by clients as a Bearer token). The key "
@@ -238,13 +472,14 @@ def model_spec_schema() -> dict:
             "cache": obj("Where downloaded weights are cached (HF_HOME). Without a claim, an emptyDir that lives "
                          "as long as the pod.", {
                              "claimName": string("PersistentVolumeClaim in this namespace to keep the cache "
-                                                 "across restarts.", maxLength=253),
+                                                 "across restarts.", maxLength=253, pattern=optional(DNS_SUBDOMAIN)),
                          }),
             "rollout": rollout_schema(),
             "shmSize": quantity("Size of the memory-backed /dev/shm (tensor parallel workers share tensors "
                                 "through it). Defaults to the operator's setting (8Gi)."),
             "startupTimeoutSeconds": integer("How long a replica may take to load the weights before it is "
-                                             "restarted.", minimum=60, default=1800),
+                                             f"restarted: 60 to {MAX_WAIT_SECONDS} (a day).", minimum=60,
+                                             maximum=MAX_WAIT_SECONDS, default=1800),
             "allowedNamespaces": array(
                 "Other namespaces whose Agents and injected pods may use this Model; \"*\" allows all. By default "
                 "only workloads in the Model's own namespace may. The API key Secret is never copied: a workload in "
@@ -259,6 +494,7 @@ def model_spec_schema() -> dict:
             ("!has(self.gpuType) || self.gpus > 0", "gpuType requires gpus > 0", ".gpuType"),
             ("!has(self.credentialsSecretRef) || !self.source.startsWith('pvc://')",
              "credentialsSecretRef does not apply to pvc:// sources", ".credentialsSecretRef"),
+            gpu_resource_rule(),
             *parallel_rules(),
         ],
     )
@@ -354,8 +590,9 @@ def agent_spec_schema() -> dict:
         "args": array("Arguments, as in a container spec.", string("One argument."), maxItems=256),
         "env": array("Environment variables of the agent container.", env_var_schema(), maxItems=128),
         "replicas": integer("Number of agent pods.", minimum=0, default=1),
-        "resources": resources_schema(),
-        "serviceAccountName": string("ServiceAccount the agent pods run as.", maxLength=253),
+        "resources": resources_schema("agent"),
+        "serviceAccountName": string("ServiceAccount the agent pods run as (a DNS subdomain).", maxLength=253,
+                                     pattern=optional(DNS_SUBDOMAIN)),
         "models": array(
             "Models this agent uses, by name. Their endpoints, served names and keys are injected and kept "
             "current; the agent is Ready only when all of them are.",

@@ -6,6 +6,7 @@ import math
 
 from . import cpuprofile, engine, quantity, source as sources
 from .config import SERVER_PORT, Config
+from .crd import MAX_WAIT_SECONDS
 from .keys import AGENT_LABEL, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
 from .model import owner_reference, served_model_name, spec_of
 
@@ -53,7 +54,11 @@ def cache_claim(spec: dict) -> str | None:
 def container_resources(spec: dict, config: Config) -> dict:
     """The operator's default requests (per GPU, or the CPU profile's; ephemeral-storage for an emptyDir cache) with
     the Model's resources over them. A resource the Model limits but does not request gets the smaller of the default
-    request and its limit: a request above the limit would make the Deployment invalid."""
+    request and its limit: a request above the limit would make the Deployment invalid.
+
+    The Model's own requests are kept as given: the schema refuses one above its limit. The GPU resource's limit is
+    spec.gpus: whatever spec.resources says of it is ignored (the schema refuses it where it knows the name; the
+    operator's default GPU resource may be another)."""
     gpus = spec["gpus"]
     if gpus:
         requests = {"cpu": quantity.times(config.gpu_cpu_request, gpus),
@@ -64,14 +69,15 @@ def container_resources(spec: dict, config: Config) -> dict:
         requests["ephemeral-storage"] = (quantity.times(config.gpu_cache_request, gpus) if gpus
                                          else config.cpu_profile_cache_request)
     user = spec.get("resources") or {}
-    user_requests = {k: str(v) for k, v in (user.get("requests") or {}).items()}
-    limits = {k: str(v) for k, v in (user.get("limits") or {}).items()}
+    gpu = spec.get("gpuResourceName") or config.gpu_resource
+    user_requests = {k: str(v) for k, v in (user.get("requests") or {}).items() if k != gpu}
+    limits = {k: str(v) for k, v in (user.get("limits") or {}).items() if k != gpu}
     for name, limit in limits.items():
         if name in requests and name not in user_requests:
             requests[name] = quantity.smaller(requests[name], limit)
     requests.update(user_requests)
     if gpus:
-        limits[spec.get("gpuResourceName") or config.gpu_resource] = str(gpus)
+        limits[gpu] = str(gpus)
     out = {"requests": requests}
     if limits:
         out["limits"] = limits
@@ -124,7 +130,10 @@ def shutdown(spec: dict, config: Config) -> tuple[dict, dict, dict]:
         drain = defaults["shutdownTimeout"] = int(config.server_drain_seconds)
     prestop = int(config.server_prestop_seconds)
     container = {"lifecycle": {"preStop": {"sleep": {"seconds": prestop}}}} if prestop > 0 else {}
-    pod = {"terminationGracePeriodSeconds": prestop + max(0, drain) + int(config.server_exit_seconds)}
+    # The schema bounds the timeout; `--shutdown-timeout N` (two arguments) in extraArgs it cannot see: the grace
+    # period waits at most MAX_WAIT_SECONDS of draining either way.
+    pod = {"terminationGracePeriodSeconds": prestop + min(max(0, drain), MAX_WAIT_SECONDS)
+           + int(config.server_exit_seconds)}
     return defaults, container, pod
 
 
@@ -148,12 +157,18 @@ def pod_placement(spec: dict, config: Config) -> dict:
     return out
 
 
+def startup_timeout(spec: dict) -> int:
+    """spec.startupTimeoutSeconds, at most MAX_WAIT_SECONDS (as the schema requires; a Model stored before it did
+    may have more, which would overflow the Deployment's int32 progressDeadlineSeconds)."""
+    return min(int(spec["startupTimeoutSeconds"]), MAX_WAIT_SECONDS)
+
+
 def probes(spec: dict) -> dict:
     health = {"httpGet": {"path": "/health", "port": "http"}}
     return {
         # Weights of a large model take minutes to load: the startup probe holds the others back until then.
         "startupProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5,
-                         "failureThreshold": math.ceil(spec["startupTimeoutSeconds"] / 10)},
+                         "failureThreshold": math.ceil(startup_timeout(spec) / 10)},
         "readinessProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 6},
     }
@@ -230,7 +245,7 @@ def render_deployment(model: dict, config: Config) -> dict:
             "replicas": spec["replicas"],
             "selector": {"matchLabels": selector(name)},
             "strategy": rollout_strategy(spec),
-            "progressDeadlineSeconds": spec["startupTimeoutSeconds"] + 300,
+            "progressDeadlineSeconds": startup_timeout(spec) + 300,
             "revisionHistoryLimit": 3,
             "template": {
                 "metadata": {"labels": labels(name), "annotations": {

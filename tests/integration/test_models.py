@@ -250,6 +250,51 @@ INVALID = [
     ({"source": GPU_MODEL, "engineArgs": {"maxModelLenght": 4096}}, "spec.engineArgs.maxModelLenght", "unknown field"),
     ({"source": GPU_MODEL, "engineArgs": {"gpuMemoryUtilization": 1.5}}, "spec.engineArgs.gpuMemoryUtilization",
      "less than or equal to 1"),
+    # Specs whose Deployment the API server would refuse (found by test_properties.py): refused here instead.
+    ({"source": GPU_MODEL, "startupTimeoutSeconds": 2**31 - 1}, "spec.startupTimeoutSeconds",
+     "less than or equal to 86400"),
+    ({"source": GPU_MODEL, "engineArgs": {"shutdownTimeout": 2**63 - 1}}, "spec.engineArgs.shutdownTimeout",
+     "less than or equal to 86400"),
+    ({"source": GPU_MODEL, "engineArgs": {"extraArgs": ["--shutdown-timeout=99999999999999999999"]}},
+     "spec.engineArgs.extraArgs", "--shutdown-timeout= takes a whole number of seconds"),
+    ({"source": GPU_MODEL, "resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "250m"}}},
+     "spec.resources", "a request must not exceed the limit"),
+    ({"source": GPU_MODEL, "resources": {"limits": {"nvidia.com/gpu": 3}}}, "spec.resources",
+     "must not request or limit the GPU resource"),
+    ({"source": GPU_MODEL, "gpuResourceName": "amd.com/gpu", "resources": {"limits": {"amd.com/gpu": 3}}},
+     "spec.resources", "must not request or limit the GPU resource"),
+    ({"source": GPU_MODEL, "resources": {"requests": {"example.com/fpga": 1}}}, "spec.resources",
+     "needs a limit equal to it"),
+    ({"source": GPU_MODEL, "resources": {"limits": {"bogus": 1}}}, "spec.resources.limits", "resource names are"),
+    ({"source": GPU_MODEL, "env": [{"name": "E", "value": "x", "valueFrom": {"secretKeyRef": {"name": "s",
+                                                                                          "key": "k"}}}]},
+     "spec.env[0].valueFrom", "value and valueFrom are exclusive"),
+    ({"source": GPU_MODEL, "env": [{"name": "E", "valueFrom": {}}]}, "spec.env[0].valueFrom", "exactly one of"),
+    ({"source": GPU_MODEL, "env": [{"name": "A=B", "value": "x"}]}, "spec.env[0].name", "should match"),
+    ({"source": GPU_MODEL, "nodeSelector": {"bad key": "a"}}, "spec.nodeSelector", "keys must be label keys"),
+    ({"source": GPU_MODEL, "nodeSelector": {"zone": "bad value!"}}, "spec.nodeSelector.zone", "should match"),
+    ({"source": GPU_MODEL, "gpuType": "NVIDIA H100"}, "spec.gpuType", "should match"),
+    ({"source": GPU_MODEL, "tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]},
+     "spec.tolerations[0].value", "value must be empty when operator is Exists"),
+    ({"source": GPU_MODEL, "tolerations": [{"operator": "Equal", "value": "v"}]}, "spec.tolerations[0].operator",
+     "operator must be Exists when key is empty"),
+    ({"source": GPU_MODEL, "tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]},
+     "spec.tolerations[0].effect", "tolerationSeconds requires effect NoExecute"),
+    ({"source": GPU_MODEL, "priorityClassName": "Bad_Name"}, "spec.priorityClassName", "should match"),
+    ({"source": GPU_MODEL, "runtimeClassName": "Bad_Name"}, "spec.runtimeClassName", "should match"),
+    ({"source": GPU_MODEL, "gpuResourceName": "bad"}, "spec.gpuResourceName", "extended resource name"),
+    ({"source": GPU_MODEL, "gpuResourceName": "cpu"}, "spec.gpuResourceName", "extended resource name"),
+    ({"source": GPU_MODEL, "shmSize": "-1Gi"}, "spec.shmSize", "should match"),
+    ({"source": GPU_MODEL, "shmSize": -1}, "spec.shmSize", "greater than or equal to 0"),
+    ({"source": GPU_MODEL, "apiKeySecretRef": {"name": "Bad_Name"}}, "spec.apiKeySecretRef.name", "should match"),
+    ({"source": GPU_MODEL, "apiKeySecretRef": {"name": "key", "key": "a/b"}}, "spec.apiKeySecretRef.key",
+     "should match"),
+    ({"source": GPU_MODEL, "affinity": {"nodeAffinity": {"required": "zone=a"}}},
+     "spec.affinity.nodeAffinity.required", "unknown field"),
+    ({"source": GPU_MODEL, "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In"}]}]}}}},
+     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+     ".matchExpressions[0].values", "values must be set when operator is In or NotIn"),
 ]
 
 
@@ -260,6 +305,34 @@ def test_invalid_models_rejected_at_admission(kube, namespace, spec, field, word
     assert proc.returncode != 0, "accepted an invalid Model"
     assert field in proc.stderr and words in proc.stderr, proc.stderr
     assert kube.get("model", "bad", namespace) is None
+
+
+def test_unknown_affinity_fields_are_pruned_without_strict_validation(kube, namespace):
+    """affinity has Kubernetes' own schema: a client that does not ask for strict field validation (the API
+    server's default is to warn) gets the unknown field dropped, so it never reaches the Deployment either."""
+    doc = model("loose", namespace, affinity={"nodeAffinity": {"required": "zone=a"}})
+    kube.run("apply", "--validate=false", "-f", "-", input=json.dumps(doc))
+    assert kube.get("model", "loose", namespace)["spec"]["affinity"] == {"nodeAffinity": {}}
+    kube.run("delete", "model", "loose", "-n", namespace)
+
+
+INVALID_AGENTS = [
+    ({"serviceAccountName": "Bad_SA"}, "spec.serviceAccountName", "should match"),
+    ({"env": [{"name": "E", "value": "x", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]},
+     "spec.env[0].valueFrom", "value and valueFrom are exclusive"),
+    ({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "250m"}}}, "spec.resources",
+     "a request must not exceed the limit"),
+]
+
+
+@pytest.mark.parametrize("spec,field,words", INVALID_AGENTS, ids=[i[1] + ":" + i[2][:20] for i in INVALID_AGENTS])
+def test_invalid_agents_rejected_at_admission(kube, namespace, spec, field, words):
+    proc = kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
+                       "metadata": {"name": "bad", "namespace": namespace},
+                       "spec": {"image": "agent:1", "models": [{"name": "m"}], **spec}}, check=False)
+    assert proc.returncode != 0, "accepted an invalid Agent"
+    assert field in proc.stderr and words in proc.stderr, proc.stderr
+    assert kube.get("agent", "bad", namespace) is None
 
 
 def test_invalid_name_rejected(kube, namespace):

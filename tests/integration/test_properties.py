@@ -219,7 +219,7 @@ agents = st.one_of(st.tuples(agent_names, agent_specs(True)),
                    st.tuples(st.one_of(agent_names, st.sampled_from(["Gen", "a" * 53])), agent_specs(False)))
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(agent=agents, found=st.booleans(), keyed=st.booleans())
 def test_generated_agents(kube, namespace, agent, found, keyed):
     name, spec = agent

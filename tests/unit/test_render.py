@@ -357,3 +357,29 @@ def test_emptydir_cache_is_bounded_and_requested():
     cache, res = rendered({"resources": {"requests": {"ephemeral-storage": "1Gi"},
                                          "limits": {"ephemeral-storage": "300Gi"}}})
     assert cache["emptyDir"] == {"sizeLimit": "300Gi"} and res["requests"]["ephemeral-storage"] == "1Gi"
+
+
+def test_gpu_resource_in_the_models_resources_is_ignored():
+    """The GPU limit is spec.gpus: a request or limit of the GPU resource (the schema refuses it where it knows the
+    name; the operator's default may be another) would make the Deployment invalid or the GPUs differ from gpus."""
+    amd = Config(gpu_resource="amd.com/gpu")
+    spec = {"resources": {"requests": {"amd.com/gpu": 3}, "limits": {"amd.com/gpu": 3, "cpu": "8"}}}
+    res = container(render_deployment(model(spec), amd))["resources"]
+    assert "amd.com/gpu" not in res["requests"] and res["limits"] == {"amd.com/gpu": "1", "cpu": "8"}
+    res = container(render_deployment(model({**spec, "gpus": 0}), amd))["resources"]
+    assert "amd.com/gpu" not in res["requests"] and res["limits"] == {"cpu": "8"}
+    res = container(render_deployment(model({"gpuResourceName": "example.com/gpu", "resources": {
+        "limits": {"example.com/gpu": 4, "nvidia.com/gpu": 1}}}), CFG))["resources"]
+    assert res["limits"] == {"example.com/gpu": "1", "nvidia.com/gpu": "1"}  # another resource stays
+
+
+def test_waits_are_bounded_by_what_the_deployment_holds():
+    """progressDeadlineSeconds is an int32; the schema bounds startupTimeoutSeconds and shutdownTimeout to a day,
+    and so does rendering, for `--shutdown-timeout N` in extraArgs and Models stored before the bound."""
+    dep = render_deployment(model({"startupTimeoutSeconds": 2**31 - 1}), CFG)
+    assert dep["spec"]["progressDeadlineSeconds"] == 86400 + 300
+    assert container(dep)["startupProbe"]["failureThreshold"] == 8640
+    for args in ({"shutdownTimeout": 2**63 - 1}, {"extraArgs": ["--shutdown-timeout", "99999999999999999999"]},
+                 {"extraArgs": ["--shutdown-timeout=99999999999999999999"]}):
+        dep = render_deployment(model({"engineArgs": args}), CFG)
+        assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 10 + 86400 + 20
