@@ -26,10 +26,12 @@ def pod_summary(pod: dict) -> dict:
     sandbox = conditions.get("PodReadyToStartContainers") or {}
     waiting = [(s["state"]["waiting"].get("reason", ""), s["state"]["waiting"].get("message", ""))
                for s in status.get("containerStatuses") or [] if (s.get("state") or {}).get("waiting")]
-    # A container that exited with an error and has not been restarted yet fails the same way.
+    # A container that exited with an error again, after a restart, fails the same way (its back-off has not begun
+    # yet). A first exit is not a failure: the kubelet restarts it at once (a killed or OOM-killed server recovers).
     waiting += [(t.get("reason") or "Error", t.get("message") or f"exit code {t.get('exitCode')}")
                 for s in status.get("containerStatuses") or []
-                for t in [(s.get("state") or {}).get("terminated")] if t and t.get("exitCode", 0) != 0]
+                for t in [(s.get("state") or {}).get("terminated")]
+                if t and t.get("exitCode", 0) != 0 and s.get("restartCount", 0) >= 1]
     terminated = [(s["lastState"]["terminated"].get("reason", ""), s["lastState"]["terminated"].get("exitCode"))
                   for s in status.get("containerStatuses") or [] if (s.get("lastState") or {}).get("terminated")]
     return {

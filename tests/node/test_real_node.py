@@ -14,6 +14,10 @@ import pytest
 from conftest import bind_weights, get_json, pod_logs
 from harness import temporary_namespace
 
+# The first test here may also start the shared real-node cluster (and import the vLLM image into a fresh
+# containerd: minutes), inside its time limit.
+pytestmark = pytest.mark.timeout(1800)
+
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
 
@@ -201,9 +205,6 @@ def test_every_example_runs_or_schedules(kube, operator, weights_pv, namespace):
 INSIDE_CHECK = """
 import os, openai
 
-# The first test here also starts the shared real-node cluster (and imports the vLLM image into a fresh
-# containerd: minutes), inside its time limit.
-pytestmark = pytest.mark.timeout(1800)
 base = os.environ.get("OPENAI_BASE_URL")
 print("base url:", base)
 if base:

@@ -119,13 +119,20 @@ def test_observed_generation_is_the_one_the_deployment_was_rendered_from():
     assert compute_status(model(), dep, [pod(ready=True)], CFG, NOW)["observedGeneration"] == 2
 
 
-def test_container_that_exited_with_an_error_fails_the_model():
-    summary = pod_summary({"metadata": {"name": "m-abc"}, "status": {
+def exited(restarts):
+    return pod_summary({"metadata": {"name": "m-abc"}, "status": {
         "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
-        "containerStatuses": [{"state": {"terminated": {"exitCode": 1, "reason": "Error",
-                                                        "message": "CUDA out of memory"}}}]}})
-    s = compute_status(model(), deployment(), [summary], CFG, NOW)
+        "containerStatuses": [{"restartCount": restarts, "state": {"terminated": {
+            "exitCode": 1, "reason": "Error", "message": "CUDA out of memory"}}}]}})
+
+
+def test_container_that_exited_with_an_error_again_fails_the_model():
+    s = compute_status(model(), deployment(), [exited(restarts=1)], CFG, NOW)
     assert s["phase"] == "Failed" and "CUDA out of memory" in conds(s)["Ready"]["message"]
+
+
+def test_a_first_exit_is_not_a_failure_the_kubelet_restarts_it():
+    assert compute_status(model(), deployment(), [exited(restarts=0)], CFG, NOW)["phase"] == "Loading"
 
 
 @pytest.mark.parametrize("old,new,due", [
