@@ -9,15 +9,15 @@ import time
 
 import pytest
 
+import builders
 from harness import Operator
 
 pytestmark = pytest.mark.integration
 
 
 def model(name, namespace, **spec):
-    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0,
-                     "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}, **spec}}
+    """Small CPU Models: hundreds fit the kwok nodes."""
+    return builders.model(name, namespace, gpus=0, resources={"requests": {"cpu": "100m", "memory": "256Mi"}}, **spec)
 
 
 def items(kube, kind, namespace, selector=None):

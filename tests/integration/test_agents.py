@@ -6,18 +6,17 @@ import json
 import time
 
 import pytest
+import builders
 
 pytestmark = pytest.mark.integration
 
 
 def model(name, namespace, **spec):
-    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0, **spec}}
+    return builders.model(name, namespace, gpus=0, **spec)
 
 
 def agent(name, namespace, *models):
-    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"image": "python:3.11-slim", "command": ["python", "-m", "bot"], "models": list(models)}}
+    return builders.agent(name, namespace, *models, command=["python", "-m", "bot"])
 
 
 def ready(obj):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import builders
 
 pytestmark = pytest.mark.integration
 
 
 def model(name, namespace, **spec):
-    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0, **spec}}
+    return builders.model(name, namespace, gpus=0, **spec)
 
 
 def pod(name, namespace, labels=None, annotations=None):

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import builders
 
 pytestmark = pytest.mark.integration
 
@@ -13,8 +14,7 @@ GPU_MODEL = "hf://Qwen/Qwen2.5-7B-Instruct"
 
 
 def model(name, namespace, **spec):
-    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
-            "metadata": {"name": name, "namespace": namespace}, "spec": {"source": GPU_MODEL, **spec}}
+    return builders.model(name, namespace, source=GPU_MODEL, **spec)
 
 
 def conditions(obj):

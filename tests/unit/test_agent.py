@@ -6,14 +6,14 @@ from modelplane_operator.agent import (agent_status, injected_env, namespace_con
                                        render_configmap, resolve)
 from modelplane_operator.agentconfig import api_key_env
 from modelplane_operator.config import Config
+import builders
 
 CFG = Config()
 NOW = "2026-01-01T00:00:00Z"
 
 
 def model(name, namespace="team-a", phase="Ready", **spec):
-    return {"metadata": {"name": name, "namespace": namespace, "uid": f"u-{name}"},
-            "spec": {"source": "hf://a/b", **spec}, "status": {"phase": phase}}
+    return builders.model(name, namespace, source="hf://a/b", uid=f"u-{name}", phase=phase, **spec)
 
 
 MODELS = {m["metadata"]["namespace"] + "/" + m["metadata"]["name"]: m for m in [
@@ -30,9 +30,8 @@ def lookup(key):
 
 
 def agent(*refs, replicas=1):
-    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
-            "metadata": {"name": "bot", "namespace": "team-a", "uid": "agent-uid", "generation": 2},
-            "spec": {"image": "ghcr.io/acme/bot:1", "replicas": replicas, "models": list(refs)}}
+    return builders.agent("bot", "team-a", *refs, image="ghcr.io/acme/bot:1", uid="agent-uid", generation=2,
+                          replicas=replicas)
 
 
 def test_resolution_reasons_and_default():

@@ -8,11 +8,11 @@ import pytest
 from modelplane_agents import ModelNotFound, ModelNotReady, available_models, component_config, model_client
 from modelplane_operator.agentconfig import api_key_env, client_component, config_files
 from modelplane_operator.config import Config
+import builders
 
 
 def model(name="qwen", namespace="team-a", **spec):
-    return {"metadata": {"name": name, "namespace": namespace, "uid": "u"},
-            "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", **spec}}
+    return builders.model(name, namespace, uid="u", **spec)
 
 
 def write(tmp_path, pairs, default=None):

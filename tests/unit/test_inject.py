@@ -8,13 +8,13 @@ from modelplane_operator.agent import namespace_configmap
 from modelplane_operator.config import Config
 from modelplane_operator.inject import (ERROR_ANNOTATION, MODELS_ANNOTATION, NOT_SERVING, mutation, not_configured,
                                         parse_models_annotation, requested, webhook_configuration)
+import builders
 
 CFG = Config()
 
 
 def model(name, namespace="team-a", **spec):
-    return {"metadata": {"name": name, "namespace": namespace, "uid": name}, "spec": {"source": "hf://a/b", **spec},
-            "status": {"phase": "Ready"}}
+    return builders.model(name, namespace, source="hf://a/b", uid=name, phase="Ready", **spec)
 
 
 MODELS = [model("qwen"), model("llama"), model("private", "platform")]

@@ -260,3 +260,26 @@ def test_pod_summary_keeps_the_sandbox_condition_and_when_the_pod_was_placed():
     s = creating(sandbox="False", scheduled_at="2026-01-01T00:01:02Z")
     assert (s["sandbox"], s["scheduledAt"]) == ("False", "2026-01-01T00:01:02Z")
     assert creating(sandbox=None)["sandbox"] == "Unknown"
+
+
+PROGRESS_DEADLINE = {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                     "message": "ReplicaSet has timed out progressing."}
+
+
+@pytest.mark.parametrize("case, replicas, dep, pods, phase, ready_reason", [
+    ("no Deployment yet", 1, None, [], "Pending", None),
+    ("no pod yet", 1, deployment(), [], "Pending", None),
+    ("not placed by the scheduler", 1, deployment(), [pod("False", "Unschedulable", "0/3 nodes")], "Pending", None),
+    ("placed, loading weights", 1, deployment(), [pod()], "Loading", None),
+    ("one replica serving", 1, deployment(ready=1), [pod(ready=True)], "Ready", None),
+    ("one of two serving", 2, deployment(ready=1, replicas=2, updated=2), [pod(ready=True), pod()], "Ready", None),
+    ("crash loop", 1, deployment(), [pod(waiting="CrashLoopBackOff")], "Failed", "CrashLoopBackOff"),
+    ("image cannot be pulled", 1, deployment(), [pod(waiting="ImagePullBackOff")], "Failed", "ImagePullBackOff"),
+    ("progress deadline passed", 1, deployment(conditions=[PROGRESS_DEADLINE]), [pod()], "Failed", None),
+    ("scaled to zero", 0, deployment(replicas=0, updated=0), [], "Pending", "ScaledToZero"),
+])
+def test_phase_table(case, replicas, dep, pods, phase, ready_reason):
+    s = compute_status(model(replicas=replicas), dep, pods, CFG, NOW)
+    assert s["phase"] == phase, case
+    if ready_reason:
+        assert conds(s)["Ready"]["reason"] == ready_reason, case
