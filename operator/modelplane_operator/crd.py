@@ -15,7 +15,7 @@ import yaml
 
 from .config import GROUP, VERSION
 from .schema import (CONFIG_KEY, DNS_LABEL_ANY, DNS_SUBDOMAIN, ENV_NAME, LABEL_VALUE, QUALIFIED_BODY,
-                     QUALIFIED_NAME, apply_defaults, array, boolean, extended_resource, integer, number, obj,
+                     apply_defaults, array, boolean, extended_resource, integer, number, obj,
                      optional, qualified_name, quantity, string)
 
 SOURCE_SCHEMES = ("hf", "pvc", "s3", "gs")

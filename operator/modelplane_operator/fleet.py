@@ -79,9 +79,11 @@ class RolloutSlots:
             return list(self._waiting.values())[:max(0, free)]
 
 
-def rolled_out(status: dict) -> bool:
+def settled(status: dict) -> bool:
+    """The rollout is over, one way or another (complete, past its deadline, refused): its slot is free again, so
+    that one stuck Model never holds up the fleet."""
     progressing = next((c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {})
-    return progressing.get("reason") == "RolloutComplete"
+    return progressing.get("status") == "False"
 
 
 def waiting_status(status: dict, position: int, limit: int) -> dict:

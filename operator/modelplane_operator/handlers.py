@@ -188,7 +188,7 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
                              problem)
         if held:
             new = fleet.waiting_status(new, FLEET.waiting(uid), CONFIG.upgrade_rollouts_at_once)
-        elif fleet.rolled_out(new):
+        elif fleet.settled(new):
             for key in FLEET.release(uid):  # the next Models in line roll now
                 AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, VIEW["model_index"],
                                     key, reconcile_model, *VIEW["children"])
@@ -311,6 +311,17 @@ def agent_changed(namespace, name, agent_index, model_index, deployment_index, c
     agent = latest("Agent", agent_index, (namespace, name), body)
     retry_on_problem(retry, reconcile_agent, agent, model_index, deployment_index, configmap_index,
                      cause=str(reason))
+
+
+@kopf.on.event(GROUP, VERSION, "models")
+def model_gone(type, uid, namespace, name, **_):
+    """A deleted Model frees what the operator kept for it (a delete handler may never see an object without
+    finalizers)."""
+    if type == "DELETED":
+        sync.forget(("Model", namespace, name), uid)
+        STATUS.forget(uid)
+        for key in FLEET.release(uid):
+            reconcile_owner_of_event(VIEW["model_index"], key, reconcile_model, *VIEW["children"])
 
 
 @kopf.on.event(GROUP, VERSION, "models")

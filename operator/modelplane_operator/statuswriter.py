@@ -75,16 +75,23 @@ class StatusWriter:
             metrics.model_phase(uid, new.get("phase"))
 
     def _release(self, uid: str) -> None:
-        self._timers.pop(uid, None)
-        held = self._held.pop(uid, None)
-        if held is None:
-            return
-        owner, new, write = held
-        try:
-            self.publish(owner, new, write, urgent=True)
-        except Exception as e:  # noqa: BLE001  no handler will retry this: try again after another interval
-            meta = owner["metadata"]
-            log.warning("writing the status of %s %s/%s failed, retrying: %s", owner.get("kind", "Model"),
-                        meta.get("namespace"), meta.get("name"), e)
-            self._last_write[uid] = time.monotonic()
-            self.publish(owner, new, write, urgent=False)
+        # Under the owner's lock, as publish: a status written meanwhile (urgent) has emptied _held, and the held
+        # one, older, must not overwrite it.
+        with self._locks.setdefault(uid, threading.Lock()):
+            self._timers.pop(uid, None)
+            held = self._held.pop(uid, None)
+            if held is None:
+                return
+            owner, new, write = held
+            old = self.previous(owner)
+            if not status_changed(old, new):
+                return
+            try:
+                self._write(owner, old, new, write)
+                return
+            except Exception as e:  # noqa: BLE001  no handler will retry this: try again after another interval
+                meta = owner["metadata"]
+                log.warning("writing the status of %s %s/%s failed, retrying: %s", owner.get("kind", "Model"),
+                            meta.get("namespace"), meta.get("name"), e)
+                self._last_write[uid] = time.monotonic()
+        self.publish(owner, new, write, urgent=False)

@@ -48,3 +48,10 @@ def test_limit_zero_waits_for_the_next_spec_change():
                             slots.waiting("a"), 0)
     assert status["conditions"][0]["reason"] == "UpgradeWaiting"
     assert "next spec change" in status["conditions"][0]["message"]
+
+
+def test_a_settled_rollout_frees_its_slot_whatever_the_outcome():
+    from modelplane_operator.fleet import settled
+    for reason in ("RolloutComplete", "ProgressDeadlineExceeded", "ChildRefused"):
+        assert settled({"conditions": [{"type": "Progressing", "status": "False", "reason": reason}]})
+    assert not settled({"conditions": [{"type": "Progressing", "status": "True", "reason": "RollingOut"}]})

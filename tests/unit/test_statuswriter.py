@@ -68,3 +68,12 @@ def test_a_failed_held_write_is_tried_again(writer):
     writer.publish(o, {"phase": "Loading", "n": 1}, flaky, urgent=False)
     time.sleep(0.8)
     assert log == [0, 1]
+
+
+def test_a_held_status_never_overwrites_a_newer_one(writer):
+    log, o = [], owner()
+    writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)  # held
+    writer.publish(o, {"phase": "Ready"}, recorder(log), urgent=True)
+    writer._release(o["metadata"]["uid"])  # the timer firing late
+    assert log[-1] == ("Loading", "Ready", None)
