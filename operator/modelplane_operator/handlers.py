@@ -189,9 +189,7 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
         if held:
             new = fleet.waiting_status(new, FLEET.waiting(uid), CONFIG.upgrade_rollouts_at_once)
         elif fleet.settled(new):
-            for key in FLEET.release(uid):  # the next Models in line roll now
-                AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, VIEW["model_index"],
-                                    key, reconcile_model, *VIEW["children"])
+            roll_next_in_line(uid)
         # A new phase or a problem is written at once; routine progress is spaced (see statuswriter).
         urgent = bool(problem) or phase_event_due(STATUS.previous(model).get("phase"), new["phase"])
         STATUS.publish(model, new, write_model_status, urgent=urgent)
@@ -253,10 +251,23 @@ def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
 @kopf.on.delete(GROUP, VERSION, "models", optional=True)  # optional: no finalizer, deletion is never held up
 @kopf.on.delete(GROUP, VERSION, "agents", optional=True)
 def owner_deleted(uid, namespace, name, resource, **_):
-    sync.forget((resource.kind, namespace, name), uid)
+    forget_owner(resource.kind, namespace, name, uid)
+
+
+def forget_owner(kind: str, namespace: str, name: str, uid: str) -> None:
+    """What the operator kept for a deleted Model or Agent goes, and an upgrade slot it held goes to the next."""
+    sync.forget((kind, namespace, name), uid)
     STATUS.forget(uid)
+    _ignored_reported.pop(uid, None)
+    roll_next_in_line(uid)
+
+
+def roll_next_in_line(uid: str) -> None:
+    """`uid` no longer holds an upgrade slot: reconcile the Models that take the freed slots, off the caller's
+    thread (it may hold an owner's lock)."""
     for key in FLEET.release(uid):
-        reconcile_owner_of_event(VIEW["model_index"], key, reconcile_model, *VIEW["children"])
+        AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, VIEW["model_index"], key,
+                            reconcile_model, *VIEW["children"])
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
@@ -318,10 +329,7 @@ def model_gone(type, uid, namespace, name, **_):
     """A deleted Model frees what the operator kept for it (a delete handler may never see an object without
     finalizers)."""
     if type == "DELETED":
-        sync.forget(("Model", namespace, name), uid)
-        STATUS.forget(uid)
-        for key in FLEET.release(uid):
-            reconcile_owner_of_event(VIEW["model_index"], key, reconcile_model, *VIEW["children"])
+        forget_owner("Model", namespace, name, uid)
 
 
 @kopf.on.event(GROUP, VERSION, "models")
