@@ -42,6 +42,18 @@ def allowed(model: dict, namespace: str) -> bool:
     return "*" in allow or namespace in allow
 
 
+def audiences(model: dict) -> set[str]:
+    """The namespaces a Model serves: its own and the ones it lists ("*" stands for all)."""
+    return {model["metadata"]["namespace"], *((model.get("spec") or {}).get("allowedNamespaces") or [])}
+
+
+def configmaps_to_rebuild(serves: set[str], served: set[str], kept: set[str]) -> set[str]:
+    """Pure: of the namespaces that keep a ConfigMap for injected pods (`kept`), the ones whose content may change when
+    a Model that served `served` now serves `serves` (empty when it is gone): both, "*" standing for all."""
+    touched = serves | served
+    return set(kept) if "*" in touched else kept & touched
+
+
 def visible_models(models: list[dict], namespace: str) -> list[dict]:
     """The Models `namespace` may use: its own first, then the others by namespace and name."""
     return sorted((m for m in models if allowed(m, namespace)),

@@ -7,6 +7,7 @@ platform team makes once (usually through Helm values), read from environment va
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Mapping
 
@@ -75,8 +76,11 @@ class Config:
     # /readyz answers 200 here once this replica can answer admissions (its Model cache is synced).
     readiness_port: int = 0
     watch_namespaces: tuple[str, ...] = ()  # empty: the whole cluster (set from --namespace)
-    # When set, each Model gets a NetworkPolicy: only agent and injected pods of the namespaces it serves reach it.
+    # When set, each Model gets a NetworkPolicy: only agent and injected pods of the namespaces it serves reach it,
+    # and the peers listed in network_policy_allow_from (NetworkPolicyPeer objects: a metrics scraper, a gateway),
+    # given as a JSON list. When unset, the policies the operator wrote earlier are deleted.
     network_policies: bool = False
+    network_policy_allow_from: tuple[dict, ...] = ()
 
     def __post_init__(self):
         # Values given as strings (env vars, flags, tests) become the field's type here, or are refused by name.
@@ -105,9 +109,32 @@ _PORTS = {"webhook_port", "metrics_port", "readiness_port"}
 _CHOICES = {"webhook_failure_policy": ("Ignore", "Fail"), "webhook_cert_source": ("operator", "files")}
 
 
+PEER_KEYS = {"namespaceSelector", "podSelector", "ipBlock"}  # what a NetworkPolicyPeer may hold
+
+
+def network_policy_peers(value, name: str) -> tuple[dict, ...]:
+    """A JSON list (or a list) of NetworkPolicyPeer objects, each checked for what a peer may hold."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except ValueError as e:
+            raise ConfigError(f"{name}: not JSON ({e})") from None
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{name}: a list of NetworkPolicy peers is expected, not {type(value).__name__}")
+    for i, peer in enumerate(value):
+        if not isinstance(peer, dict) or not peer or set(peer) - PEER_KEYS:
+            raise ConfigError(f"{name}[{i}]: a NetworkPolicy peer holds one or more of "
+                              f"{', '.join(sorted(PEER_KEYS))}; got {json.dumps(peer)}")
+        if any(not isinstance(v, dict) for v in peer.values()):
+            raise ConfigError(f"{name}[{i}]: each of {', '.join(sorted(peer))} is an object")
+    return tuple(value)
+
+
 def _typed(field: dataclasses.Field, value, name: str):
     """`value` as the type of `field` (its default's type), or ConfigError naming `name`."""
     kind = type(field.default)
+    if field.name == "network_policy_allow_from":
+        return network_policy_peers(value, name)
     if isinstance(value, kind) and kind is not tuple:
         typed = value
     elif kind is bool:

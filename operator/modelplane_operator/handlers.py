@@ -21,7 +21,9 @@ from . import inject, readiness
 from .modelcache import ModelCache
 from .statuswriter import StatusWriter
 from .unconfigured import Reporter
-from .agent import NAMESPACE_CONFIGMAP, agent_status, namespace_configmap, render_agent_children, resolve
+from .worklist import Worklist
+from .agent import (NAMESPACE_CONFIGMAP, agent_status, audiences, configmaps_to_rebuild, namespace_configmap,
+                    render_agent_children, resolve)
 from .config import GROUP, VERSION, Config
 from .keys import AGENT_LABEL, MANAGED, MODEL_LABEL
 from .model import spec_of
@@ -47,9 +49,11 @@ log = logging.getLogger("modelplane")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, model_index, deployment_index, service_index, pod_index, **_):
+def configure(settings: kopf.OperatorSettings, model_index, models_by_audience, configmap_index, deployment_index,
+              service_index, networkpolicy_index, pod_index, **_):
     # kopf's live indexes, for reconciles started outside a handler of the Model concerned
-    VIEW.update(model_index=model_index, children=(deployment_index, service_index, pod_index))
+    VIEW.update(model_index=model_index, models_by_audience=models_by_audience, configmap_index=configmap_index,
+                children=(deployment_index, service_index, networkpolicy_index, pod_index))
     # kopf's bookkeeping in our own annotations; status belongs to the status computation alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -61,6 +65,7 @@ def configure(settings: kopf.OperatorSettings, model_index, deployment_index, se
     # them takes workers too; with a limit, a burst of new objects took every slot and nothing ever ran.
     # A replica that dies without saying goodbye is forgotten after this long, and a standby takes over.
     settings.peering.lifetime = 20
+    watch_only_our_own(settings)
     if CONFIG.metrics_port:
         metrics.serve(CONFIG.metrics_port)
     if CONFIG.webhook_port:
@@ -72,6 +77,24 @@ def configure(settings: kopf.OperatorSettings, model_index, deployment_index, se
     if settings.peering.name and not settings.peering.standalone:
         # kopf needs its peering object to exist; a chart cannot ship it beside its CRD, so the operator makes it.
         kube.ensure_cluster_peering(settings.peering.name)
+
+
+# What the API server sends the operator's watches: its own children and its Models' pods. kopf's `labels=` filters
+# act only after an object arrived, so without these every Pod and ConfigMap of the cluster would be listed, watched
+# and held in memory; with them, unrelated objects cost the operator nothing.
+WATCH_SELECTORS = {("apps", "v1", "deployments"): MANAGED, ("v1", "services"): MANAGED,
+                   ("v1", "configmaps"): MANAGED, ("networking.k8s.io", "v1", "networkpolicies"): MANAGED,
+                   ("v1", "pods"): {MODEL_LABEL: None}}
+
+
+def label_selector(labels: dict) -> str:
+    """`{key: value}` as `key=value`, `{key: None}` as `key` (the label exists)."""
+    return ",".join(key if value is None else f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+def watch_only_our_own(settings: kopf.OperatorSettings) -> None:
+    for resource, labels in WATCH_SELECTORS.items():
+        settings.watching.label_selectors[resource] = label_selector(labels)
 
 
 def serve_webhook(settings: kopf.OperatorSettings) -> None:
@@ -134,6 +157,12 @@ def model_index(namespace, name, body, **_) -> dict[Key, dict]:
     return {(namespace, name): snapshot("Model", body)}
 
 
+@kopf.index(GROUP, VERSION, "models")
+def models_by_audience(namespace, name, body, **_):
+    """A namespace (or "*", all) -> the Models that serve it: a namespace's ConfigMap is rebuilt from its own."""
+    return {audience: (namespace, name) for audience in audiences(body)}
+
+
 @kopf.index(GROUP, VERSION, "agents")
 def agent_index(namespace, name, body, **_):
     return {(namespace, name): snapshot("Agent", body)}
@@ -155,6 +184,12 @@ def service_index(namespace, name, body, **_):
     return {(namespace, name): dict(body)}
 
 
+@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+def networkpolicy_index(namespace, name, body, **_):
+    """Watched whether policies are on or off: switched off, the ones written before are found and deleted."""
+    return {(namespace, name): dict(body)}
+
+
 @kopf.index("v1", "configmaps", labels=MANAGED)
 def configmap_index(namespace, name, body, **_):
     return {(namespace, name): dict(body)}
@@ -168,12 +203,14 @@ def pod_index(namespace, labels, body, **_):
 # --- Models -----------------------------------------------------------------------------------------------------
 
 def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Snapshots,
-                    pod_index: kopf.Index[Key, dict], cause: str = "event") -> Problem | None:
+                    networkpolicy_index: Snapshots, pod_index: kopf.Index[Key, dict],
+                    cause: str = "event") -> Problem | None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
-                    "Service": sync.first(service_index, (ns, name))}
-        desired = render_children(model, CONFIG)
+                    "Service": sync.first(service_index, (ns, name)),
+                    "NetworkPolicy": sync.first(networkpolicy_index, (ns, name))}
+        desired = rendered = render_children(model, CONFIG)
         desired[0] = fleet.stamp(desired[0])
         uid = model["metadata"]["uid"]
         changed = fleet.operator_changed(observed["Deployment"], desired[0])
@@ -183,6 +220,7 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
         if held:  # the operator changed, not the Model: leave its Deployment until a slot frees
             desired = desired[1:]
         observed, problem = sync.sync_children(model, desired, observed, cause)
+        observed = sync.remove_unwanted(model, rendered, observed)
         report_ignored_engine_args(model)
         new = compute_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), CONFIG, now(),
                              problem)
@@ -229,10 +267,11 @@ def condition_of(status: dict, type_: str) -> dict:
 @kopf.on.resume(GROUP, VERSION, "models", backoff=5)
 @kopf.on.create(GROUP, VERSION, "models", backoff=5)
 @kopf.on.update(GROUP, VERSION, "models", field="spec", backoff=5)
-def model_changed(namespace, name, model_index, deployment_index, service_index, pod_index, body, reason, retry,
-                  **_):
+def model_changed(namespace, name, model_index, deployment_index, service_index, networkpolicy_index, pod_index,
+                  body, reason, retry, **_):
     model = latest("Model", model_index, (namespace, name), body)
-    retry_on_problem(retry, reconcile_model, model, deployment_index, service_index, pod_index, cause=str(reason))
+    retry_on_problem(retry, reconcile_model, model, deployment_index, service_index, networkpolicy_index, pod_index,
+                     cause=str(reason))
 
 
 def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
@@ -272,10 +311,12 @@ def roll_next_in_line(uid: str) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "services", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
-def model_child_changed(namespace, labels, model_index, deployment_index, service_index, pod_index, **_):
+def model_child_changed(namespace, labels, model_index, deployment_index, service_index, networkpolicy_index,
+                        pod_index, **_):
     reconcile_owner_of_event(model_index, (namespace, labels.get(MODEL_LABEL)), reconcile_model, deployment_index,
-                             service_index, pod_index)
+                             service_index, networkpolicy_index, pod_index)
 
 
 def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
@@ -332,18 +373,55 @@ def model_gone(type, uid, namespace, name, **_):
         forget_owner("Model", namespace, name, uid)
 
 
+_served: dict[Key, set[str]] = {}  # Model -> the namespaces it served when last seen (to drop it where it no longer does)
+
+
 @kopf.on.event(GROUP, VERSION, "models")
-def model_seen_by_injected_pods(namespace, name, model_index, configmap_index, **_):
-    """A Model appeared, changed, moved through its phases or went away: the namespace ConfigMaps that injected pods
-    mount follow, and pods that could not be configured before may be told to restart."""
+def model_seen_by_injected_pods(type, namespace, name, body, configmap_index, **_):
+    """A Model appeared, changed, moved through its phases or went away: the ConfigMaps of the namespaces it serves
+    (and served) are marked for a rebuild, which one background thread does, a burst of events costing one write
+    per namespace; pods that could not be configured before may be told to restart."""
     if CONFIG.webhook_port:
         UNCONFIGURED.poke()
-    for key in list(configmap_index):
-        if key[1] == NAMESPACE_CONFIGMAP:
+    serves = set() if type == "DELETED" else audiences(body)
+    served = _served.pop((namespace, name), set())
+    if serves:
+        _served[(namespace, name)] = serves
+    if not NAMESPACE_CONFIGMAPS.rounds:  # the first events since start: any ConfigMap may be stale, check them all
+        served = {"*"}
+    kept = {key[0] for key in list(configmap_index) if key[1] == NAMESPACE_CONFIGMAP}
+    NAMESPACE_CONFIGMAPS.mark(configmaps_to_rebuild(serves, served, kept))
+
+
+def models_serving(namespace: str) -> list[dict]:
+    """Read from the audience index: the cost is the Models that serve `namespace`, not all of them."""
+    by_audience, model_index = VIEW["models_by_audience"], VIEW["model_index"]
+    keys = {*by_audience.get(namespace, []), *by_audience.get("*", [])}
+    return [m for m in (sync.first(model_index, key) for key in keys) if m is not None]
+
+
+def rebuild_namespace_configmap(namespace: str) -> None:
+    """Write the ConfigMap that injected pods of `namespace` mount, if it differs from the Models serving it. Runs
+    in NAMESPACE_CONFIGMAPS' thread; a namespace that is going away refuses, and is not tried again."""
+    with sync.lock(("ConfigMap", namespace, NAMESPACE_CONFIGMAP)):
+        desired = namespace_configmap(namespace, models_serving(namespace), CONFIG)
+        actual = sync.first(VIEW["configmap_index"], (namespace, NAMESPACE_CONFIGMAP))
+        if actual is None or sync.differs(desired, actual):
             try:
-                ensure_namespace_configmap(key[0], model_index, configmap_index)
+                sync.write(desired)
             except ApiException as e:
-                log.warning("updating %s/%s for Model %s/%s failed: %s", *key, namespace, name, e.reason)
+                if e.status not in sync.REFUSALS:
+                    raise  # tried again shortly
+                log.info("not writing %s/%s: %s", namespace, NAMESPACE_CONFIGMAP, sync.api_message(e))
+
+
+NAMESPACE_CONFIGMAPS = Worklist(rebuild_namespace_configmap, "namespace-configmaps")
+
+
+@kopf.on.event("v1", "configmaps", labels=MANAGED, when=lambda name, **_: name == NAMESPACE_CONFIGMAP)
+def namespace_configmap_changed(namespace, **_):
+    """Edited or deleted by hand: put back (pods of the namespace mount it)."""
+    NAMESPACE_CONFIGMAPS.mark([namespace])
 
 
 @kopf.on.event(GROUP, VERSION, "models")
@@ -367,28 +445,6 @@ def agent_child_changed(namespace, labels, agent_index, model_index, deployment_
 
 
 # --- injection into any pod (mutating admission webhook) ---------------------------------------------------------
-
-def all_models(model_index: Snapshots) -> list[dict]:
-    return [m for key in list(model_index) for m in [sync.first(model_index, key)] if m is not None]
-
-
-def ensure_namespace_configmap(namespace: str, model_index: Snapshots, configmap_index: Snapshots) -> None:
-    """Keep the ConfigMap that injected pods of `namespace` mount in step with the Models it may use."""
-    with sync.lock(("ConfigMap", namespace, NAMESPACE_CONFIGMAP)):
-        desired = namespace_configmap(namespace, all_models(model_index), CONFIG)
-        actual = sync.first(configmap_index, (namespace, NAMESPACE_CONFIGMAP))
-        if actual is None or sync.differs(desired, actual):
-            sync.write(desired)
-
-
-@kopf.on.event("v1", "configmaps", labels=MANAGED, when=lambda name, **_: name == NAMESPACE_CONFIGMAP)
-def namespace_configmap_changed(namespace, type, model_index, configmap_index, **_):
-    """Edited or deleted by hand: put it back (pods of the namespace mount it)."""
-    try:
-        ensure_namespace_configmap(namespace, model_index, configmap_index)
-    except ApiException as e:  # e.g. the namespace is being deleted
-        log.info("restoring %s/%s after %s: %s", namespace, NAMESPACE_CONFIGMAP, type, e.reason)
-
 
 _configmap_made: set[str] = set()  # namespaces whose ConfigMap this process made sure of
 

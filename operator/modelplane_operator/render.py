@@ -267,7 +267,8 @@ def render_service(model: dict, config: Config) -> dict:
 
 def render_network_policy(model: dict, config: Config) -> dict:
     """Ingress to the server port only from modelplane Agents and injected pods of the namespaces the Model serves
-    (its own and spec.allowedNamespaces), plus any pod of such a namespace that opted in as a whole."""
+    (its own and spec.allowedNamespaces), any pod of such a namespace that opted in as a whole, and the peers the
+    platform team allows everywhere (config.network_policy_allow_from: metrics scrapers, gateways)."""
     meta = model["metadata"]
     allowed = list((model.get("spec") or {}).get("allowedNamespaces") or [])
     namespaces = ({} if "*" in allowed else
@@ -281,6 +282,7 @@ def render_network_policy(model: dict, config: Config) -> dict:
         {"namespaceSelector": {"matchExpressions": [*namespaces.get("matchExpressions", []),
                                                     {"key": inject, "operator": "In", "values": ["enabled"]}]},
          "podSelector": {"matchExpressions": [{"key": inject, "operator": "NotIn", "values": ["false"]}]}},
+        *config.network_policy_allow_from,
     ]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _metadata(model),
             "spec": {"podSelector": {"matchLabels": selector(meta["name"])}, "policyTypes": ["Ingress"],

@@ -103,6 +103,34 @@ def post(obj: dict, type_: str, reason: str, message: str) -> None:
     kopf.event(obj, type=type_, reason=reason, message=message)
 
 
+def unwanted(owner: dict, desired: list[dict], observed: dict) -> list[dict]:
+    """Pure: the observed children (kind -> object or None) of kinds the owner no longer wants (a NetworkPolicy after
+    policies were switched off) that are the owner's own; someone else's object of that name is left alone."""
+    wanted = {child["kind"] for child in desired}
+    return [obj for kind, obj in observed.items()
+            if kind not in wanted and obj is not None and controlled_by(obj, owner)]
+
+
+def remove_unwanted(owner: dict, desired: list[dict], observed: dict) -> dict:
+    """Delete what `unwanted` names (already gone is fine), with one Event; returns `observed` without them."""
+    observed = dict(observed)
+    removed = []
+    for obj in unwanted(owner, desired, observed):
+        kind, meta = obj["kind"], obj["metadata"]
+        try:
+            kube.request("DELETE", kube.object_path(obj["apiVersion"], kind, meta["namespace"], meta["name"]),
+                         body={"preconditions": {"uid": meta["uid"]}})
+        except ApiException as e:
+            if e.status != 404:
+                raise
+        metrics.APPLIES.labels(kind, "Deleted").inc()
+        observed[kind] = None
+        removed.append(f"{kind} {meta['name']}")
+    if removed:
+        post(owner, "Normal", "Deleted", f"Deleted {', '.join(removed)}: no longer wanted")
+    return observed
+
+
 def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) -> tuple[dict, Problem | None]:
     """Apply each desired child that is missing or differs from `observed` (kind -> object from the watches).
     Returns the children as they now are, and the last Problem met (a name taken by someone else's object, or a

@@ -44,7 +44,8 @@ REVIEWED_RULES = {
     ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "get,patch"),
     ("", "secrets", "get,update"),
     ("", "secrets", "create"),
-    ("networking.k8s.io", "networkpolicies", "create,get,patch"),
+    ("networking.k8s.io", "networkpolicies", "create,delete,get,list,patch,watch"),  # networkPolicies: true
+    ("networking.k8s.io", "networkpolicies", "delete,get,list,watch"),  # false: deletes the ones written before
 }
 
 

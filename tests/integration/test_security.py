@@ -63,3 +63,36 @@ def test_network_policy_is_accepted_by_the_api_server(kube, namespace):
                                        Config(network_policies="true"))
         policy["metadata"].pop("ownerReferences")
         kube.run("apply", "--dry-run=server", "-f", "-", input=json.dumps(policy))
+
+
+def test_network_policies_admit_configured_peers_and_go_when_switched_off(kube, operator, namespace, tmp_path):
+    """With policies on, a Model's NetworkPolicy also admits the platform's peers (a metrics scraper) and is put back
+    when edited; the same operator restarted with policies off deletes it (read from its watch, not guessed)."""
+    from harness import Operator
+
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    operator.stop()
+    policies = Operator(kube, tmp_path, name="with-policies")
+    policies.env.update(MODELPLANE_NETWORK_POLICIES="true", MODELPLANE_NETWORK_POLICY_ALLOW_FROM=json.dumps([scraper]))
+    try:
+        policies.start()
+        kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
+                    "metadata": {"name": "guarded", "namespace": namespace},
+                    "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0}})
+        policy = kube.wait_for(lambda: kube.get("networkpolicy", "guarded", namespace), what="NetworkPolicy written")
+        assert scraper in policy["spec"]["ingress"][0]["from"]
+        kube.run("patch", "networkpolicy", "guarded", "-n", namespace, "--type=json", "-p",
+                 json.dumps([{"op": "remove", "path": "/spec/ingress/0/from/3"}]))
+        kube.wait_for(lambda: scraper in kube.get("networkpolicy", "guarded", namespace)["spec"]["ingress"][0]["from"],
+                      what="the edited NetworkPolicy put back")
+    finally:
+        policies.stop()
+        operator.start()
+    kube.wait_for(lambda: kube.get("networkpolicy", "guarded", namespace) is None, timeout=60,
+                  what="the NetworkPolicy deleted once policies are off")
+    told = json.loads(kube.run("get", "events", "-n", namespace, "-o", "json",
+                               "--field-selector=involvedObject.name=guarded,reason=Deleted").stdout)["items"]
+    assert [e["message"] for e in told] == ["Deleted NetworkPolicy guarded: no longer wanted"]
+    assert kube.get("deployment", "guarded", namespace) and kube.get("service", "guarded", namespace)
+    assert "failed with an exception" not in policies.log()

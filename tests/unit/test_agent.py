@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from modelplane_operator.agent import (agent_status, injected_env, namespace_configmap, render_agent_deployment,
                                        render_configmap, resolve)
 from modelplane_operator.agentconfig import api_key_env
@@ -114,3 +116,18 @@ def test_agent_user_env_wins_over_injected_env():
     assert by_name["OPENAI_API_KEY"] == {"name": "OPENAI_API_KEY", "value": "mine"}
     assert by_name["MODELPLANE_CONFIG_DIR"]["value"] == "/x" and by_name[key] == {"name": key, "value": "k"}
     assert by_name["OPENAI_BASE_URL"]["value"].startswith("http://qwen.")
+
+
+@pytest.mark.parametrize("serves, served, rebuilt", [
+    ({"team-a"}, set(), {"team-a"}),                      # a new Model: its namespace's ConfigMap
+    ({"team-a", "team-b"}, {"team-a"}, {"team-a", "team-b"}),  # allowedNamespaces grew
+    ({"team-a"}, {"team-a", "team-b"}, {"team-a", "team-b"}),  # shrank: team-b must drop it
+    (set(), {"team-a", "team-c"}, {"team-a"}),             # deleted; team-c keeps no ConfigMap
+    ({"team-a", "*"}, set(), {"team-a", "team-b", "ops"}),  # serves everyone
+    ({"team-a"}, {"*"}, {"team-a", "team-b", "ops"}),       # served everyone (or unknown: the first events)
+    ({"elsewhere"}, set(), set()),                          # nobody there mounts one
+])
+def test_only_the_configmaps_of_namespaces_a_model_serves_or_served_are_rebuilt(serves, served, rebuilt):
+    from modelplane_operator.agent import audiences, configmaps_to_rebuild
+    assert configmaps_to_rebuild(serves, served, {"team-a", "team-b", "ops"}) == rebuilt
+    assert audiences(model("m", "team-a", allowedNamespaces=["team-b", "*"])) == {"team-a", "team-b", "*"}

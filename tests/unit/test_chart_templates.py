@@ -123,8 +123,8 @@ KUBE_VERSION = VERSIONS["K8S_VERSION"].lstrip("v")
 
 def render(*sets: str, check: bool = True) -> subprocess.CompletedProcess | list[dict]:
     args = [HELM, "template", RELEASE, str(CHART), "-n", NS, "--kube-version", KUBE_VERSION]
-    for s in sets:
-        args += ["--set", s]
+    for s in sets:  # "json:key=[...]" sets a structured value
+        args += ["--set-json", s[5:]] if s.startswith("json:") else ["--set", s]
     out = subprocess.run(args, capture_output=True, text=True, timeout=120)
     if not check:
         return out
@@ -315,11 +315,32 @@ def test_watch_namespaces_turn_workload_rules_into_roles():
 
 
 @needs_helm
-def test_network_policy_rule_only_when_enabled():
-    rule = ("networking.k8s.io", "networkpolicies", "create,get,patch")
-    assert rule not in rules_of(render())
-    assert rule in rules_of(render("modelDefaults.networkPolicies=true"))
-    assert rule in rules_of(render("modelDefaults.networkPolicies=true", "watchNamespaces={team-a}"), ("Role",))
+def test_network_policies_are_written_only_when_enabled_and_deleted_when_not():
+    writing = ("networking.k8s.io", "networkpolicies", "create,delete,get,list,patch,watch")
+    deleting = ("networking.k8s.io", "networkpolicies", "delete,get,list,watch")
+    assert deleting in rules_of(render()) and writing not in rules_of(render())
+    assert writing in rules_of(render("modelDefaults.networkPolicies=true"))
+    assert writing in rules_of(render("modelDefaults.networkPolicies=true", "watchNamespaces={team-a}"), ("Role",))
+
+
+@needs_helm
+def test_network_policy_peers_reach_the_operator_as_json():
+    peers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}},
+             {"ipBlock": {"cidr": "10.8.0.0/16"}}]
+    env = operator_env(render("modelDefaults.networkPolicies=true",
+                              f"json:modelDefaults.networkPolicyAllowFrom={json.dumps(peers)}"))
+    assert Config.from_env(env).network_policy_allow_from == tuple(peers)
+    assert "MODELPLANE_NETWORK_POLICY_ALLOW_FROM" not in operator_env(render("modelDefaults.networkPolicies=true"))
+
+
+@needs_helm
+@pytest.mark.parametrize("peer", [{}, {"podSelector": {"matchLabels": {"a": 1}}}, {"ports": [8000]},
+                                  {"ipBlock": {"except": ["10.0.0.0/8"]}}])
+def test_values_schema_refuses_what_is_not_a_network_policy_peer(peer):
+    out = render("modelDefaults.networkPolicies=true",
+                 f"json:modelDefaults.networkPolicyAllowFrom={json.dumps([peer])}", check=False)
+    assert out.returncode != 0 and "networkPolicyAllowFrom" in out.stderr
 
 
 @needs_helm

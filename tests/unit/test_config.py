@@ -1,5 +1,7 @@
 """Operator settings: typed once, bad values refused at start with the variable named."""
 
+import json
+
 import pytest
 
 from modelplane_operator.config import Config, ConfigError
@@ -46,3 +48,26 @@ def test_the_chart_pins_the_images_the_operator_defaults_to():
     assert (defaults["gpuResource"], defaults["gpuProductLabel"], defaults["clusterDomain"]) == \
         (cfg.gpu_resource, cfg.gpu_product_label, cfg.cluster_domain)
     assert defaults["upgradeRolloutsAtOnce"] == cfg.upgrade_rollouts_at_once
+
+
+PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+              "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+
+
+def test_network_policy_peers_are_json_network_policy_peers():
+    cfg = Config.from_env({"MODELPLANE_NETWORK_POLICY_ALLOW_FROM": json.dumps([PROMETHEUS, {"ipBlock": {"cidr": "10.8.0.0/16"}}])})
+    assert cfg.network_policy_allow_from == (PROMETHEUS, {"ipBlock": {"cidr": "10.8.0.0/16"}})
+    assert Config(network_policy_allow_from=[PROMETHEUS]).network_policy_allow_from == (PROMETHEUS,)
+    assert Config.from_env({"MODELPLANE_NETWORK_POLICY_ALLOW_FROM": "[]"}).network_policy_allow_from == ()
+
+
+@pytest.mark.parametrize("value, says", [
+    ("monitoring", "not JSON"),
+    ('{"podSelector": {}}', "a list of NetworkPolicy peers"),
+    ('[{"ports": [8000]}]', r"\[0\]: a NetworkPolicy peer holds one or more of ipBlock, namespaceSelector, podSelector"),
+    ("[{}]", r"\[0\]: a NetworkPolicy peer"),
+    ('[{"podSelector": "app=prometheus"}]', r"\[0\]: each of podSelector is an object"),
+])
+def test_bad_network_policy_peers_are_refused_naming_the_variable(value, says):
+    with pytest.raises(ConfigError, match=f"^MODELPLANE_NETWORK_POLICY_ALLOW_FROM{says if says.startswith(chr(92)) else ': .*' + says}"):
+        Config.from_env({"MODELPLANE_NETWORK_POLICY_ALLOW_FROM": value})

@@ -286,6 +286,21 @@ def test_network_policy_only_when_enabled_and_scoped_to_served_namespaces():
     assert everyone["spec"]["ingress"][0]["from"][0]["namespaceSelector"] == {}
 
 
+def test_network_policy_also_admits_the_peers_the_platform_allows():
+    """A Prometheus that scrapes /metrics on the server port, a gateway in front of the Models: allowed by the chart's
+    networkPolicyAllowFrom, beside what the Model serves."""
+    from modelplane_operator.render import render_network_policy
+
+    scraper = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+    gateway = {"ipBlock": {"cidr": "10.8.0.0/16"}}
+    plain = render_network_policy(model(), Config(network_policies=True))
+    with_peers = render_network_policy(model(), Config(network_policies=True,
+                                                       network_policy_allow_from=[scraper, gateway]))
+    assert with_peers["spec"]["ingress"][0]["from"] == [*plain["spec"]["ingress"][0]["from"], scraper, gateway]
+    assert with_peers["spec"]["ingress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
+
+
 def test_user_env_wins_one_entry_per_name():
     """Server-side apply keys env by name and refuses a name twice: the user's spec.env replaces what the operator
     sets (HF_HOME, HF_TOKEN, VLLM_API_KEY, the CPU profile's thread settings), in the place the operator gave it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from modelplane_operator.status import Problem
-from modelplane_operator.sync import controlled_by, plan_child
+from modelplane_operator.sync import controlled_by, plan_child, unwanted
 
 OWNER = {"kind": "Model", "metadata": {"name": "m", "namespace": "ns", "uid": "u1"}}
 DESIRED = {"kind": "Deployment", "metadata": {"name": "m", "namespace": "ns"}, "spec": {"replicas": 1}}
@@ -40,3 +40,21 @@ def test_controlled_by_checks_the_uid_not_the_name():
     assert controlled_by(held("u1"), OWNER)
     assert not controlled_by(held("u2"), OWNER)
     assert isinstance(plan_child(OWNER, DESIRED, held("u2"), False)[1], Problem)
+
+
+def policy(uid=None):
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {
+        "name": "m", "namespace": "ns", "uid": "p1",
+        "ownerReferences": [{"uid": uid, "controller": True, "kind": "Model", "name": "m"}] if uid else []}}
+
+
+@pytest.mark.parametrize("desired_kinds, observed, removed", [
+    (["Deployment", "Service"], {"Deployment": held("u1"), "NetworkPolicy": policy("u1")}, ["NetworkPolicy"]),
+    (["Deployment", "Service", "NetworkPolicy"], {"NetworkPolicy": policy("u1")}, []),  # still wanted
+    (["Deployment", "Service"], {"NetworkPolicy": None}, []),                             # none written
+    (["Deployment", "Service"], {"NetworkPolicy": policy("u2")}, []),   # someone else's: left alone
+    (["Deployment", "Service"], {"NetworkPolicy": policy(None)}, []),
+])
+def test_unwanted_children_are_the_owners_own_of_kinds_no_longer_rendered(desired_kinds, observed, removed):
+    desired = [{"kind": kind, "metadata": {"name": "m", "namespace": "ns"}} for kind in desired_kinds]
+    assert [obj["kind"] for obj in unwanted(OWNER, desired, observed)] == removed
