@@ -15,12 +15,30 @@ CLIENT_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 INDEX_FILE = "index.json"
 
 
-def model_info(spec: dict) -> dict:
-    """AutoGen's ModelInfo: what the client may ask of this server."""
+def tool_calling(spec: dict) -> dict:
+    """What the server does with tools, from the flags it gets (engineArgs, then extraArgs, which come last and so
+    win): {"autoToolChoice": whether it serves tool_choice "auto" (vLLM's --enable-auto-tool-choice, which the CRD
+    lets on only with a parser), "toolCallParser": the parser, which tool_choice "required" or a named tool needs}.
+    vLLM refuses tools with tool_choice "auto" (or none given: it means "auto") unless both are set."""
     args = spec.get("engineArgs") or {}
+    auto, parser = bool(args.get("enableAutoToolChoice")), args.get("toolCallParser") or None
+    extra = [str(a) for a in args.get("extraArgs") or []]
+    for i, arg in enumerate(extra):
+        if arg in ("--enable-auto-tool-choice", "--no-enable-auto-tool-choice"):
+            auto = arg == "--enable-auto-tool-choice"
+        elif arg == "--tool-call-parser" and i + 1 < len(extra):
+            parser = extra[i + 1]
+        elif arg.startswith("--tool-call-parser="):
+            parser = arg.split("=", 1)[1] or None
+    return {"autoToolChoice": auto and parser is not None, "toolCallParser": parser}
+
+
+def model_info(spec: dict) -> dict:
+    """AutoGen's ModelInfo: what the client may ask of this server. AutoGen asks for tools with tool_choice "auto"
+    (AssistantAgent refuses tools when function_calling is false, before any request)."""
     return {
         "vision": False,
-        "function_calling": bool(args.get("enableAutoToolChoice")),
+        "function_calling": tool_calling(spec)["autoToolChoice"],
         "json_output": True,  # vLLM's guided decoding serves response_format json_object
         "structured_output": True,  # and json_schema
         "family": "unknown",
@@ -65,7 +83,7 @@ def index_entry(model: dict, config: Config, ready: bool) -> dict:
     meta = model["metadata"]
     return {"name": meta["name"], "namespace": meta["namespace"], "file": f"{meta['namespace']}.{meta['name']}.json",
             "servedModelName": served_model_name(model), "endpoint": endpoint(model, config), "ready": ready,
-            "apiKeyEnv": api_key_env(model)}
+            "apiKeyEnv": api_key_env(model), **tool_calling(spec_of(model))}
 
 
 def config_files(models: list[tuple[dict, bool]], config: Config, default: str | None = None) -> dict[str, str]:

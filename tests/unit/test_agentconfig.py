@@ -97,3 +97,23 @@ def test_pods_started_before_the_hashed_key_names_still_find_their_key(tmp_path,
     folder = write(tmp_path, [(model(apiKeySecretRef={"name": "k"}), True)])
     monkeypatch.setenv("MODELPLANE_API_KEY_TEAM_A_QWEN", "from-before")  # the name an older operator injected
     assert component_config("qwen", path=folder)["config"]["api_key"] == "from-before"
+
+
+@pytest.mark.parametrize("engine_args, expected", [
+    ({}, (False, None)),
+    ({"toolCallParser": "hermes"}, (False, "hermes")),
+    ({"enableAutoToolChoice": True, "toolCallParser": "hermes"}, (True, "hermes")),
+    ({"enableAutoToolChoice": False, "toolCallParser": "hermes"}, (False, "hermes")),
+    ({"extraArgs": ["--enable-auto-tool-choice", "--tool-call-parser", "llama3_json"]}, (True, "llama3_json")),
+    ({"extraArgs": ["--tool-call-parser=mistral"]}, (False, "mistral")),
+    ({"enableAutoToolChoice": True, "toolCallParser": "hermes", "extraArgs": ["--no-enable-auto-tool-choice"]},
+     (False, "hermes")),  # extraArgs come last on the command line: they win
+])
+def test_index_says_whether_the_server_serves_tool_choice_auto(engine_args, expected):
+    from modelplane_operator.agentconfig import tool_calling
+
+    m = model(engineArgs=engine_args)
+    assert tuple(tool_calling(m["spec"]).values()) == expected
+    [entry] = json.loads(config_files([(m, True)], Config())["index.json"])["models"]
+    assert (entry["autoToolChoice"], entry["toolCallParser"]) == expected
+    assert client_component(m, Config())["config"]["model_info"]["function_calling"] is expected[0]
