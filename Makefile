@@ -23,7 +23,7 @@ help:
 $(VENV)/.installed: requirements/dev.txt operator/requirements.txt operator/pyproject.toml agents/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements/dev.txt -e operator -e agents
+	$(VENV)/bin/pip install --quiet -r requirements/dev.txt -e operator -e "agents[autogen,agent-framework]"
 	touch $@
 
 venv: $(VENV)/.installed
