@@ -3,6 +3,7 @@ tool-choice warning, and the injected env being enough for clients built with no
 
 import asyncio
 import json
+import re
 import warnings
 
 import httpx2
@@ -269,3 +270,20 @@ def test_without_a_key_agent_framework_would_not_reach_the_model(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(Exception, match="endpoint"):
         OpenAIChatCompletionClient()
+
+
+def test_the_agents_image_pins_the_frameworks_the_tests_run_with():
+    """agents/constraints.txt (the image's pip constraints) and requirements/dev.txt (this environment) agree, and
+    this environment has them."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+
+    def pins(path):
+        lines = (line.split("#")[0].strip() for line in path.read_text().splitlines())
+        return dict(re.sub(r"\[.*\]", "", line).split("==") for line in lines if "==" in line)
+
+    image = pins(repo / "agents" / "constraints.txt")
+    assert image and {name: pins(repo / "requirements" / "dev.txt").get(name) for name in image} == image
+    assert {name: version(name) for name in image} == image
