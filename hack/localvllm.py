@@ -23,6 +23,7 @@ from modelplane_operator.source import PVC_MOUNT
 
 REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
+TEST_API_KEY = "e2e-test-key-9f3c"  # a keyed Model's Secret value in the tests, as the kubelet puts it into pods
 CACHE = Path(os.environ.get("MODELPLANE_CACHE")
              or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "modelplane")
 
@@ -116,6 +117,42 @@ def served(model: dict, volume: Path, log_dir: Path, secrets: dict | None = None
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+
+
+def agent_pod_env(models: list[dict], folder: Path, secrets: dict | None = None,
+                  base_url: str | None = None) -> dict[str, str]:
+    """What the operator gives an Agent's pod on these Models (the first its default), as the kubelet would: its
+    ConfigMap's files written into `folder` (the volume) and its env returned, Secret-sourced values resolved from
+    `secrets` (missing optional keys left out), MODELPLANE_CONFIG_DIR pointing at `folder`. `base_url` replaces the
+    default Model's in-cluster OPENAI_BASE_URL, as a port-forward would; nothing else is changed."""
+    from modelplane_operator.agent import render_agent_children, resolve
+
+    namespace = models[0]["metadata"]["namespace"]
+    ready = {(m["metadata"]["namespace"], m["metadata"]["name"]): {**m, "status": {"phase": "Ready"}} for m in models}
+    agent = {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
+             "metadata": {"name": "bot", "namespace": namespace, "uid": "agent-uid"},
+             "spec": {"image": "agent:1", "models": [{"name": m["metadata"]["name"],
+                                                      "namespace": m["metadata"]["namespace"]} for m in models]}}
+    configmap, deployment = render_agent_children(agent, resolve(namespace, agent["spec"]["models"], ready.get),
+                                                  Config())
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in configmap["data"].items():
+        (folder / name).write_text(text)
+    env = {}
+    for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "valueFrom" in var:
+            ref = var["valueFrom"]["secretKeyRef"]
+            value = (secrets or {}).get(ref["name"], {}).get(ref["key"])
+            if value is None and not ref.get("optional"):
+                raise AssertionError(f"the kubelet would not start this pod: no {ref}")
+        else:
+            value = var["value"]
+        if value is not None:
+            env[var["name"]] = value
+    env["MODELPLANE_CONFIG_DIR"] = folder.as_posix()
+    if base_url:
+        env["OPENAI_BASE_URL"] = base_url
+    return env
 
 
 def write_agent_config(folder: Path, models: list[dict], default: str | None = None) -> Path:

@@ -8,30 +8,9 @@ import subprocess
 
 import pytest
 
-from localvllm import REPO, http_get, served, tiny_model, vllm_python, write_agent_config
+from localvllm import REPO, TEST_API_KEY, agent_pod_env, http_get, vllm_python, write_agent_config
 
-KEY = "e2e-test-key-9f3c"  # the Secret's value, as the kubelet would put it into the pod
-
-
-@pytest.fixture(scope="module")
-def plain_logs(tmp_path_factory):
-    return tmp_path_factory.mktemp("logs")
-
-
-@pytest.fixture(scope="module")
-def plain(weights_volume, plain_logs):
-    model = tiny_model("tiny", engineArgs={"maxModelLen": 512})
-    with served(model, weights_volume, plain_logs) as base:
-        yield model, base
-
-
-@pytest.fixture(scope="module")
-def secured(weights_volume, tmp_path_factory):
-    model = tiny_model("tiny-tools", apiKeySecretRef={"name": "tiny-key"},
-                       engineArgs={"maxModelLen": 512, "enableAutoToolChoice": True, "toolCallParser": "hermes"})
-    secrets = {"tiny-key": {"api-key": KEY}}
-    with served(model, weights_volume, tmp_path_factory.mktemp("logs"), secrets) as base:
-        yield model, base
+KEY = TEST_API_KEY  # the Secret's value, as the kubelet would put it into the pod
 
 
 def client_for(model, base, tmp_path, monkeypatch, key=None):
@@ -207,26 +186,10 @@ def test_agent_resource_configuration_drives_a_real_call(secured, tmp_path, monk
     from autogen_core.models import UserMessage
 
     from modelplane_agents import model_client
-    from modelplane_operator.agent import render_agent_children, resolve
-    from modelplane_operator.config import Config
 
     model, base = secured
-    model = {**model, "status": {"phase": "Ready"}}
-    agent = {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
-             "metadata": {"name": "bot", "namespace": model["metadata"]["namespace"], "uid": "a"},
-             "spec": {"image": "agent:1", "models": [{"name": model["metadata"]["name"]}]}}
-    resolved = resolve(agent["metadata"]["namespace"], agent["spec"]["models"], lambda key: model)
-    configmap, deployment = render_agent_children(agent, resolved, Config())
-    folder = tmp_path / "etc-modelplane"
-    folder.mkdir()
-    for name, text in configmap["data"].items():  # the kubelet's ConfigMap volume
-        (folder / name).write_text(text)
-    for var in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:  # the kubelet's env
-        value = var.get("value")
-        if "valueFrom" in var:
-            assert var["valueFrom"]["secretKeyRef"]["name"] == "tiny-key"
-            value = KEY
-        monkeypatch.setenv(var["name"], folder.as_posix() if var["name"] == "MODELPLANE_CONFIG_DIR" else value)
+    for name, value in agent_pod_env([model], tmp_path / "etc-modelplane", {"tiny-key": {"api-key": KEY}}).items():
+        monkeypatch.setenv(name, value)
 
     client = model_client(base_url=base + "/v1", max_tokens=8)  # the default model, as an agent would ask
 
