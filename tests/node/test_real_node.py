@@ -89,21 +89,45 @@ def test_rendered_vllm_pod_becomes_ready_from_kubelet_probes(kube, served):
     assert "Ready" in reasons, reasons
 
 
-def test_agent_pod_calls_the_model_through_cluster_dns(kube, served):
-    """An Agent (the agents image, as examples/agent.yaml runs it) reaches the Model by its Service name."""
+# The agents image's three programs, each as an Agent runs it: (Agent name, its command or None for the image's
+# ENTRYPOINT, what its log says once the Model answered).
+AGENT_PROGRAMS = [
+    ("team", None, "Total completion tokens"),                                # AutoGen: examples/agent.yaml
+    ("maf", ["python", "/app/examples/maf_agent.py"], "completion tokens:"),  # examples/maf-agent.yaml
+    ("sdk", ["python", "/app/examples/openai_sdk.py"], "completion tokens:"), # examples/openai-agent.yaml
+]
+
+
+@pytest.mark.parametrize("name, command, answered", AGENT_PROGRAMS, ids=["autogen", "agent-framework", "openai-sdk"])
+def test_agent_pod_calls_the_model_through_cluster_dns(kube, served, name, command, answered):
+    """An Agent (the agents image, with AutoGen, Agent Framework or the plain OpenAI SDK) reaches the Model by its
+    Service name, configured by the injection alone."""
     ns, _ = served
-    kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent",
-                "metadata": {"name": "team", "namespace": ns},
-                "spec": {"image": "modelplane-agent:0.1.0", "args": ["--turns", "2", "--every", "3600"],
-                         "models": [{"name": "tiny", "default": True}]}})
-    logs = kube.wait_for(lambda: (out := pod_logs(kube, ns, "modelplane.dev/agent=team"))
-                         and "Total completion tokens" in out and out, timeout=240, interval=2,
-                         what="the agent team's answer in its logs")
-    assert "models injected here: tiny" in logs
-    pod = get_json(kube, "pods", "-n", ns, "-l", "modelplane.dev/agent=team")["items"][0]
+    spec = {"image": "modelplane-agent:0.1.0", "args": ["--every", "3600"],
+            "models": [{"name": "tiny", "default": True}]}
+    if command:
+        spec["command"] = command
+    else:
+        spec["args"] = ["--turns", "2", *spec["args"]]
+    kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent", "metadata": {"name": name, "namespace": ns},
+                "spec": spec})
+    selector = f"modelplane.dev/agent={name}"
+    logs = kube.wait_for(lambda: (out := pod_logs(kube, ns, selector)) and answered in out and out, timeout=240,
+                         interval=2, what=f"the {name} agent's answer in its logs")
+    url = f"http://tiny.{ns}.svc.cluster.local:8000/v1"
+    if name == "sdk":
+        assert f"model tiny at {url}/" in logs, logs
+    else:
+        assert "models injected here: tiny" in logs, logs
+    if name == "maf":
+        assert "tools: none (the Model does not serve tool_choice auto)" in logs, logs
+    failed = ("the team could not finish (", "the agent could not answer (", "no answer (")  # the programs' retries
+    assert "completion tokens: 0" not in logs and not any(f in logs for f in failed), logs
+    pod = get_json(kube, "pods", "-n", ns, "-l", selector)["items"][0]
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
-    assert env["OPENAI_BASE_URL"] == f"http://tiny.{ns}.svc.cluster.local:8000/v1"
+    assert env["OPENAI_BASE_URL"] == url and env["OPENAI_MODEL"] == "tiny" and env["OPENAI_API_KEY"] == "no-key"
     assert pod["status"]["containerStatuses"][0]["restartCount"] == 0
+    kube.run("delete", "agent", name, "-n", ns, "--wait=false")  # the node has two cores: one agent at a time
 
 
 def test_killed_vllm_process_is_restarted_by_kubelet_and_reported(kube, node_cluster, served):
