@@ -1,6 +1,6 @@
 """Benchmarks of the operator on the local control plane (issue 6, modelplane side; see bench/README.md).
 
-    python bench/run.py [--models N] [--samples S] [--agents A] [--out bench/results]
+    python bench/run.py [--models N] [--samples S] [--agents A] [--unrelated U] [--only a,b] [--out bench/results]
 
 Writes results.json, results.md and latency.png. Timings on a shared 2-core machine are noisy: medians and spreads
 are reported, and benchmarks never fail a test run.
@@ -9,6 +9,7 @@ are reported, and benchmarks never fail a test run.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import kubernetes
 from kubernetes import watch
@@ -30,14 +32,24 @@ from localcluster import BIG_NODE, NODES, Cluster  # noqa: E402
 from modelplane_operator.agent import AGENT_LABEL, configmap_name  # noqa: E402
 from modelplane_operator.agentconfig import INDEX_FILE  # noqa: E402
 from modelplane_operator.config import GROUP, VERSION  # noqa: E402
+from modelplane_operator.keys import INJECT_LABEL, INJECTED_ANNOTATION, MODELS_ANNOTATION  # noqa: E402
 
 NS = "bench"
 OPERATOR_AGENTS = ("kopf/", "modelplane-operator")  # user agents of the operator's two API clients
 READS, WRITES = {"get", "list", "watch"}, {"create", "update", "patch", "delete", "deletecollection"}
+# Scenarios --only can pick. The burst always runs: the scenarios after it measure with its Models present.
+SCENARIOS = ("latency", "admission", "steady", "restart", "agents", "unrelated")
+# Admission: injected pods live in a namespace of their own with one Model of their own. In the bench namespace the
+# first injected pod would make the operator keep a namespace ConfigMap of all its Models (rebuilt on every Model
+# event of the burst, and growing with each Model), which would change what the burst measures.
+ADMISSION_NS, ADMISSION_MODEL, ADMISSION_INTERVAL = "admission", "adm", 0.2
+UNRELATED_NAMESPACES = [f"unrelated-{i:02d}" for i in range(20)]
+NEVER_SCHEDULED = [{"name": "bench.modelplane.dev/never"}]  # a scheduling gate nobody removes: no node, no kwok
+PAUSE = "registry.k8s.io/pause:3.10"  # never pulled: the pods never run
 
 
-def model(name: str, **spec) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Model", "metadata": {"name": name, "namespace": NS},
+def model(name: str, namespace: str = NS, **spec) -> dict:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Model", "metadata": {"name": name, "namespace": namespace},
             "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0,
                      "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}}, **spec}}
 
@@ -48,10 +60,42 @@ def agent(name: str, model_name: str) -> dict:
                      "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}}}}
 
 
-def create_many(kube: Kube, docs: list[dict]) -> None:
-    for i in range(0, len(docs), 100):  # server-side apply in chunks: kubectl's client-side apply is the slow part
-        kube.run("apply", "--server-side", "-f", "-",
-                 input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs[i:i + 100]}))
+def create_many(kube: Kube, docs: list[dict], chunk: int = 100, threads: int = 1) -> None:
+    """Server-side apply in chunks (kubectl's client-side apply is the slow part), from `threads` kubectls at once."""
+    def apply(items):
+        kube.run("apply", "--server-side", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                         "items": items}))
+    chunks = [docs[i:i + chunk] for i in range(0, len(docs), chunk)]
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        list(pool.map(apply, chunks))  # re-raises the first failure
+
+
+def make_namespaces(kube: Kube, names: list[str]) -> None:
+    """Namespaces, and their default ServiceAccount (a pod is refused until the controller made it)."""
+    create_many(kube, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}} for n in names])
+    kube.wait_for(lambda: set(names) <= set(kube.run("get", "serviceaccounts", "-A", "--field-selector",
+                                                     "metadata.name=default", "-o",
+                                                     "jsonpath={.items[*].metadata.namespace}").stdout.split()),
+                  timeout=120, what=f"default ServiceAccounts in {names}")
+
+
+def unrelated_pod(i: int) -> dict:
+    """A pod the operator has no business with: no modelplane label in a namespace without one (so neither of the
+    webhook's two selectors sends it to the operator), gated so that it is never scheduled nor run."""
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": f"u{i:06d}", "namespace": UNRELATED_NAMESPACES[i % len(UNRELATED_NAMESPACES)],
+                         "labels": {"app": "unrelated"}},
+            "spec": {"schedulingGates": NEVER_SCHEDULED, "automountServiceAccountToken": False,
+                     "containers": [{"name": "pause", "image": PAUSE,
+                                     "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}]}}
+
+
+def unrelated_configmap(i: int) -> dict:
+    """About 1 KiB of data, so that listing them all would weigh something."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": f"u{i:06d}", "namespace": UNRELATED_NAMESPACES[i % len(UNRELATED_NAMESPACES)],
+                         "labels": {"app": "unrelated"}},
+            "data": {"blob": (f"{i:06d}" * 171)[:1024]}}
 
 
 class Watcher:
@@ -119,6 +163,57 @@ class Watcher:
         return max(self.seen[("Deployment", name)], self.seen[("Service", name)]) - start, self.ready[name] - start
 
 
+class Admission:
+    """Pod CREATE requests that the operator's injection webhook mutates, timed in this process (the kubernetes
+    client, not kubectl: no process start in the figure). Each pod asks for the admission namespace's Model and is
+    gated, so it never runs."""
+
+    def __init__(self, kubeconfig: Path):
+        config = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(str(kubeconfig), client_configuration=config)
+        client = kubernetes.client.ApiClient(config)
+        client.user_agent = "modelplane-bench"
+        self.core = kubernetes.client.CoreV1Api(client)
+
+    def create(self, name: str) -> tuple[float, bool]:
+        """(seconds the create request took, whether the pod came back injected)."""
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "labels": {INJECT_LABEL: "true"},
+                            "annotations": {MODELS_ANNOTATION: ADMISSION_MODEL}},
+               "spec": {"schedulingGates": NEVER_SCHEDULED, "automountServiceAccountToken": False,
+                        "containers": [{"name": "app", "image": PAUSE,
+                                        "resources": {"requests": {"cpu": "1m", "memory": "1Mi"}}}]}}
+        start = time.monotonic()
+        response = self.core.create_namespaced_pod(ADMISSION_NS, pod, _preload_content=False)
+        took = time.monotonic() - start
+        return took, injected(json.loads(response.data))
+
+    def series(self, prefix: str, count: int | None = None, stop: threading.Event | None = None) -> dict:
+        """One pod every ADMISSION_INTERVAL s: `count` of them, or until `stop` is set (at least one)."""
+        timings, not_injected, errors = [], 0, 0
+        start = time.monotonic()
+        for i in range(count if count is not None else sys.maxsize):
+            if i and stop is not None and stop.is_set():
+                break
+            time.sleep(max(0.0, start + i * ADMISSION_INTERVAL - time.monotonic()))
+            try:
+                took, ok = self.create(f"{prefix}-{i:05d}")
+            except Exception as e:  # noqa: BLE001  counted: a refused or timed-out create is a result too
+                print(f"admission: creating {prefix}-{i:05d} failed: {e}", file=sys.stderr)
+                errors += 1
+                continue
+            timings.append(took)
+            not_injected += not ok
+        return {"timings": timings, "not_injected": not_injected, "errors": errors}
+
+
+def injected(pod: dict) -> bool:
+    annotations = pod["metadata"].get("annotations") or {}
+    env = {e["name"] for c in pod["spec"]["containers"] for e in c.get("env") or []}
+    return f"{ADMISSION_NS}/{ADMISSION_MODEL}" in annotations.get(INJECTED_ANNOTATION, "").split(",") \
+        and "OPENAI_BASE_URL" in env
+
+
 class Audit:
     """The operator's own requests, read from the API server's audit log between two marks."""
 
@@ -128,8 +223,7 @@ class Audit:
     def mark(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
 
-    def since(self, offset: int) -> dict:
-        counts = {"reads": 0, "writes": 0}
+    def _operator_events(self, offset: int):
         with open(self.path, "rb") as f:
             f.seek(offset)
             for line in f:
@@ -137,17 +231,43 @@ class Audit:
                     e = json.loads(line)
                 except ValueError:
                     continue
-                if not str(e.get("userAgent", "")).startswith(OPERATOR_AGENTS):
-                    continue
-                verb = e.get("verb")
-                kind = "reads" if verb in READS else "writes" if verb in WRITES else "other"
-                counts[kind] = counts.get(kind, 0) + 1
-                if kind == "writes":  # which writes: children, status, Events, kopf's own annotations
-                    ref = e.get("objectRef") or {}
-                    what = "/".join(filter(None, (ref.get("resource"), ref.get("subresource"))))
-                    counts.setdefault("writes_by_resource", {})
-                    counts["writes_by_resource"][what] = counts["writes_by_resource"].get(what, 0) + 1
+                if str(e.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                    yield e
+
+    def reads_of(self, offset: int, resources: set[str]) -> dict:
+        """The operator's lists and watches of `resources` since `offset`: each distinct request (verb and URI, less
+        the parameters that change every time) and how often, and how many had no label selector. The audit policy
+        logs a request when it completes, so a watch shows once it ends."""
+        seen: dict[str, int] = {}
+        unselected = 0
+        for e in self._operator_events(offset):
+            ref = e.get("objectRef") or {}
+            if e.get("verb") not in ("list", "watch") or ref.get("resource") not in resources \
+                    or ref.get("subresource"):
+                continue
+            uri = urlsplit(e.get("requestURI", ""))
+            query = sorted((k, v) for k, v in parse_qsl(uri.query) if k not in VOLATILE_PARAMETERS)
+            unselected += not any(k == "labelSelector" and v for k, v in query)
+            what = f"{e['verb']} {uri.path}" + ("?" + "&".join(f"{k}={v}" for k, v in query) if query else "")
+            seen[what] = seen.get(what, 0) + 1
+        return {"requests": dict(sorted(seen.items())), "without_label_selector": unselected}
+
+    def since(self, offset: int) -> dict:
+        counts = {"reads": 0, "writes": 0}
+        for e in self._operator_events(offset):
+            verb = e.get("verb")
+            kind = "reads" if verb in READS else "writes" if verb in WRITES else "other"
+            counts[kind] = counts.get(kind, 0) + 1
+            if kind == "writes":  # which writes: children, status, Events, kopf's own annotations
+                ref = e.get("objectRef") or {}
+                what = "/".join(filter(None, (ref.get("resource"), ref.get("subresource"))))
+                counts.setdefault("writes_by_resource", {})
+                counts["writes_by_resource"][what] = counts["writes_by_resource"].get(what, 0) + 1
         return counts
+
+
+VOLATILE_PARAMETERS = {"resourceVersion", "resourceVersionMatch", "timeoutSeconds", "continue", "limit",
+                       "allowWatchBookmarks", "sendInitialEvents"}
 
 
 def served_names(data: dict) -> set:
@@ -191,14 +311,34 @@ def sample_latency(w: Watcher, samples: int) -> dict:
     return {"children": summary([c for c, _ in lat]), "ready": summary([r for _, r in lat])}
 
 
+def rss_mb(pid: int) -> float:
+    return round(_status_kb(pid, "VmRSS") / 1024, 1)
+
+
+def wait_reconciled(op: Operator, models: int, timeout: float = 600) -> float:
+    """Seconds until a (re)started operator has reconciled as often as there are Models (its own metric)."""
+    t0 = time.monotonic()
+    while op.metric("modelplane_reconciles_total") < models and time.monotonic() - t0 < timeout:
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=int, default=1000, help="size of the burst and of the largest background")
     ap.add_argument("--samples", type=int, default=20, help="latency samples per background size")
     ap.add_argument("--agents", type=int, default=100, help="Agents referencing one Model (propagation)")
     ap.add_argument("--steady-seconds", type=int, default=60)
+    ap.add_argument("--unrelated", type=int, default=20000,
+                    help="unrelated Pods and as many ConfigMaps the operator must not watch (0: skip)")
+    ap.add_argument("--admission-pods", type=int, default=50, help="pods admitted one by one while idle")
+    ap.add_argument("--only", default=",".join(SCENARIOS),
+                    help=f"comma list of {', '.join(SCENARIOS)} (the burst always runs)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()} - {"burst"}
+    if only - set(SCENARIOS):
+        ap.error(f"unknown scenarios {sorted(only - set(SCENARIOS))}; choose from {', '.join(SCENARIOS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
@@ -217,17 +357,33 @@ def main(argv=None) -> int:
         audit = Audit(cluster.audit_log)
         w = Watcher(cluster.kubeconfig)
         op = Operator(kube, work, verbose=False).start()
+        if "admission" in only:
+            make_namespaces(kube, [ADMISSION_NS])
+            kube.apply(model(ADMISSION_MODEL, ADMISSION_NS))
         # 1. latency with 1 and then 100 Models present (capped by the burst size for the smoke run)
         for size in sorted({1, min(100, args.models)}):
             names = [f"p{i:04d}" for i in range(w.models(), size)]
             create_many(kube, [model(n) for n in names])
             w.wait(lambda: all(n in w.ready for n in names))
-            results["latency"][str(size)] = sample_latency(w, args.samples)
-        # 2. burst
+            if "latency" in only:
+                results["latency"][str(size)] = sample_latency(w, args.samples)
+        # 7. pod admission while the operator is idle
+        if "admission" in only:
+            kube.wait_for(lambda: ((kube.get("model", ADMISSION_MODEL, ADMISSION_NS) or {}).get("status") or {})
+                          .get("phase") == "Ready", timeout=120, what=f"Model {ADMISSION_NS}/{ADMISSION_MODEL} Ready")
+            admission = Admission(cluster.kubeconfig)
+            idle = admission.series("idle", count=args.admission_pods)
+            results["admission"] = {"idle_models": w.models() + 1, "idle_ms": summary(idle["timings"])}
+        # 2. burst (and 7. pod admission all through it: one pod every ADMISSION_INTERVAL s)
         names = [f"b{i:04d}" for i in range(args.models)]
+        if "admission" in only:
+            stop, during = threading.Event(), {}
+            pods = threading.Thread(target=lambda: during.update(admission.series("burst", stop=stop)), daemon=True)
         cpu0, _ = proc_stats(op.proc.pid)
         mark = audit.mark()
         t0 = time.monotonic()
+        if "admission" in only:
+            pods.start()
         create_many(kube, [model(n) for n in names])
         applied = time.monotonic() - t0
         w.wait(lambda: all(n in w.ready for n in names))
@@ -239,38 +395,51 @@ def main(argv=None) -> int:
                             "operator_requests": requests,
                             "operator_writes_per_model": round(requests["writes"] / len(names), 2),
                             "operator_reads_per_model": round(requests["reads"] / len(names), 2)}
+        if "admission" in only:
+            stop.set()
+            pods.join(60)
+            results["admission"].update({
+                "burst_models": len(names), "during_burst_ms": summary(during["timings"]),
+                "during_burst_pods": len(during["timings"]),
+                "not_injected": idle["not_injected"] + during["not_injected"],
+                "errors": idle["errors"] + during["errors"]})
         # 3. steady state
-        before = versions(kube)
-        cpu0, _ = proc_stats(op.proc.pid)
-        mark = audit.mark()
-        time.sleep(args.steady_seconds)
-        cpu1, _ = proc_stats(op.proc.pid)
-        after = versions(kube)
-        results["steady"] = {"models": len(before) // 3, "seconds": args.steady_seconds,
-                             "objects_written": sum(before[k] != after.get(k) for k in before),
-                             "operator_requests": audit.since(mark),
-                             "operator_cpu_percent_of_core": round(100 * (cpu1 - cpu0) / args.steady_seconds, 2),
-                             "operator_rss_mb": round(_status_kb(op.proc.pid, "VmRSS") / 1024, 1)}
+        if "steady" in only:
+            before = versions(kube)
+            cpu0, _ = proc_stats(op.proc.pid)
+            mark = audit.mark()
+            time.sleep(args.steady_seconds)
+            cpu1, _ = proc_stats(op.proc.pid)
+            after = versions(kube)
+            results["steady"] = {"models": len(before) // 3, "seconds": args.steady_seconds,
+                                 "objects_written": sum(before[k] != after.get(k) for k in before),
+                                 "operator_requests": audit.since(mark),
+                                 "operator_cpu_percent_of_core": round(100 * (cpu1 - cpu0) / args.steady_seconds, 2),
+                                 "operator_rss_mb": rss_mb(op.proc.pid)}
         # 1. latency with the burst's Models present
-        present = w.models()
-        results["latency"][str(present)] = sample_latency(w, args.samples)
+        if "latency" in only:
+            present = w.models()
+            results["latency"][str(present)] = sample_latency(w, args.samples)
         # 4. restart
-        op.stop()
-        before = versions(kube)
-        mark = audit.mark()
-        op = Operator(kube, work, name="operator-restarted", verbose=False).start()
-        t0 = time.monotonic()
-        total = len(before) // 3
-        while op.metric("modelplane_reconciles_total") < total and time.monotonic() - t0 < 600:
-            time.sleep(0.2)
-        verified = time.monotonic() - t0
-        time.sleep(2)  # anything the restart would write comes right after its reconcile
-        results["restart"] = {"models": total, "verified_s": round(verified, 1),
-                              "objects_written": sum(before[k] != v for k, v in versions(kube).items()),
-                              "operator_requests": audit.since(mark)}
+        if "restart" in only:
+            op.stop()
+            before = versions(kube)
+            mark = audit.mark()
+            op = Operator(kube, work, name="operator-restarted", verbose=False).start()
+            total = len(before) // 3
+            verified = wait_reconciled(op, total)
+            time.sleep(2)  # anything the restart would write comes right after its reconcile
+            results["restart"] = {"models": total, "verified_s": round(verified, 1),
+                                  "objects_written": sum(before[k] != v for k, v in versions(kube).items()),
+                                  "operator_requests": audit.since(mark),
+                                  "operator_rss_mb": rss_mb(op.proc.pid),
+                                  "operator_peak_rss_mb": round(proc_stats(op.proc.pid)[1], 1)}
         # 5. Agent propagation: a Model's served name changes; every referencing Agent's ConfigMap follows
-        if args.agents:
+        if args.agents and "agents" in only:
             results["agents"] = propagation(kube, w, args.agents)
+        # 8. unrelated Pods and ConfigMaps: the operator must not list, watch or hold them
+        if args.unrelated and "unrelated" in only:
+            op, results["unrelated"] = unrelated(kube, op, work, audit, args.unrelated)
     finally:
         if op:
             op.stop()
@@ -280,6 +449,40 @@ def main(argv=None) -> int:
     plot(results, out / "latency.png")
     print(markdown(results))
     return 0
+
+
+def unrelated(kube: Kube, op: Operator, work: Path, audit: Audit, count: int) -> tuple[Operator, dict]:
+    """`count` Pods and `count` ConfigMaps of no concern to the operator, over 20 namespaces: its memory before and
+    after they appear, and after a restart (its initial lists are where objects it selected by mistake would cost
+    most), and the operator's list and watch requests for pods and ConfigMaps from the restart on."""
+    models = len(kube.run("get", "models", "-A", "-o", "name").stdout.split())
+    rss_before = rss_mb(op.proc.pid)
+    make_namespaces(kube, UNRELATED_NAMESPACES)
+    t0 = time.monotonic()
+    create_many(kube, [unrelated_pod(i) for i in range(count)] + [unrelated_configmap(i) for i in range(count)],
+                chunk=250, threads=4)
+    created = time.monotonic() - t0
+    time.sleep(10)
+    rss_created = rss_mb(op.proc.pid)
+    op.stop()
+    mark = audit.mark()
+    op = Operator(kube, work, name="operator-unrelated", verbose=False).start()
+    verified = wait_reconciled(op, models)
+    time.sleep(2)
+    rss_restarted, peak_restarted = rss_mb(op.proc.pid), round(proc_stats(op.proc.pid)[1], 1)
+    # Only completed requests reach the audit log (and watches complete when they end): stop the operator so that
+    # its watches of pods and ConfigMaps are there too.
+    op.stop()
+    time.sleep(2)
+    reads = audit.reads_of(mark, {"pods", "configmaps"})
+    return op, {"models": models, "unrelated_pods": count, "unrelated_configmaps": count,
+                "namespaces": len(UNRELATED_NAMESPACES), "create_s": round(created, 1),
+                "rss_mb_before": rss_before, "rss_mb_after_create": rss_created,
+                "rss_mb_after_restart": rss_restarted, "peak_rss_mb_after_restart": peak_restarted,
+                "restart_verified_s": round(verified, 1),
+                "pod_and_configmap_watch_uris": list(reads["requests"]),
+                "pod_and_configmap_requests": reads["requests"],
+                "pod_and_configmap_requests_without_label_selector": reads["without_label_selector"]}
 
 
 def propagation(kube: Kube, w: Watcher, count: int) -> dict:
@@ -320,12 +523,33 @@ def markdown(r: dict) -> str:
     x = r.get("restart", {})
     if x:
         lines.append(f"| restart with {x['models']} | all verified in {x['verified_s']} s; "
-                     f"{x['objects_written']} objects written, operator requests {x['operator_requests']} |")
+                     f"{x['objects_written']} objects written, operator requests {x['operator_requests']}; "
+                     f"operator {x['operator_rss_mb']} MB after it (peak {x['operator_peak_rss_mb']} MB) |")
     a = r.get("agents", {})
     if a:
         t = a["all_configmaps_s"]
         lines.append(f"| {a['change']} change -> all {a['agents']} Agent ConfigMaps | median {t['median_ms']} ms, "
                      f"range {t['min_ms']}-{t['max_ms']} ms (n={t['n']}) |")
+    d = r.get("admission", {})
+    if d:
+        for what, label in (("idle_ms", f"idle, {d['idle_models']} Models"),
+                            ("during_burst_ms", f"during the burst of {d.get('burst_models')}")):
+            t = d.get(what)
+            if t:
+                lines.append(f"| pod admission (injected), {label} | median {t['median_ms']} ms, p90 {t['p90_ms']} ms, "
+                             f"p99 {t['p99_ms']} ms, range {t['min_ms']}-{t['max_ms']} ms (n={t['n']}) |")
+        if "not_injected" in d:
+            lines.append(f"| pod admission: pods not injected / failed creates | {d['not_injected']} / {d['errors']} |")
+    u = r.get("unrelated", {})
+    if u:
+        lines.append(f"| {u['unrelated_pods']} unrelated Pods and {u['unrelated_configmaps']} ConfigMaps "
+                     f"({u['namespaces']} namespaces), {u['models']} Models | created in {u['create_s']} s; operator "
+                     f"{u['rss_mb_before']} MB before, {u['rss_mb_after_create']} MB after; restarted: all verified in "
+                     f"{u['restart_verified_s']} s, {u['rss_mb_after_restart']} MB (peak "
+                     f"{u['peak_rss_mb_after_restart']} MB) |")
+        lines.append(f"| operator's pod and ConfigMap lists and watches from the restart on | "
+                     f"{'; '.join(f'{k} (x{n})' for k, n in u['pod_and_configmap_requests'].items()) or 'none'}; "
+                     f"{u['pod_and_configmap_requests_without_label_selector']} without a label selector |")
     return "\n".join(lines) + "\n"
 
 
@@ -335,6 +559,8 @@ def plot(r: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     sizes = sorted(r["latency"], key=int)
+    if not sizes:  # --only without latency
+        return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for what, style in (("children", "o-"), ("ready", "s--")):
         for stat in ("median_ms", "p99_ms"):
