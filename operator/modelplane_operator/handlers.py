@@ -222,8 +222,9 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
         observed, problem = sync.sync_children(model, desired, observed, cause)
         observed = sync.remove_unwanted(model, rendered, observed)
         report_ignored_engine_args(model)
-        new = compute_status(model, observed["Deployment"], list(pod_index.get((ns, name), [])), CONFIG, now(),
-                             problem)
+        pods = list(pod_index.get((ns, name), []))
+        note_read(("Model", ns, name), observed, pods)
+        new = compute_status(model, observed["Deployment"], pods, CONFIG, now(), problem)
         if held:
             new = fleet.waiting_status(new, FLEET.waiting(uid), CONFIG.upgrade_rollouts_at_once)
         elif fleet.settled(new):
@@ -235,6 +236,23 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
 
 
 _ignored_reported: dict[str, list[str]] = {}  # Model uid -> the ignored engineArgs last reported
+
+
+# Owner -> the resourceVersions of the children and pods its last reconcile read. An event about a version it has
+# read brings nothing new (the listing at start, the echo of the operator's own writes) and reconciles nothing: on
+# a restart with 1000 Models each is reconciled once, by its resume handler, not once more per child.
+_read_versions: dict[tuple, set[str]] = {}
+
+
+def note_read(owner: tuple, observed: dict, pods: list[dict] = ()) -> None:
+    _read_versions[owner] = ({o["metadata"].get("resourceVersion") for o in observed.values() if o}
+                             | {p.get("version") for p in pods})
+
+
+def already_read(owner: tuple, type: str | None, body) -> bool:
+    """A deletion always counts (the object is gone from the index); any other event only with a version the owner's
+    last reconcile has not read."""
+    return type != "DELETED" and body["metadata"].get("resourceVersion") in _read_versions.get(owner, ())
 
 
 def report_ignored_engine_args(model: dict) -> None:
@@ -296,6 +314,7 @@ def owner_deleted(uid, namespace, name, resource, **_):
 def forget_owner(kind: str, namespace: str, name: str, uid: str) -> None:
     """What the operator kept for a deleted Model or Agent goes, and an upgrade slot it held goes to the next."""
     sync.forget((kind, namespace, name), uid)
+    _read_versions.pop((kind, namespace, name), None)
     STATUS.forget(uid)
     _ignored_reported.pop(uid, None)
     roll_next_in_line(uid)
@@ -313,8 +332,10 @@ def roll_next_in_line(uid: str) -> None:
 @kopf.on.event("v1", "services", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
-def model_child_changed(namespace, labels, model_index, deployment_index, service_index, networkpolicy_index,
-                        pod_index, **_):
+def model_child_changed(type, body, namespace, labels, model_index, deployment_index, service_index,
+                        networkpolicy_index, pod_index, **_):
+    if already_read(("Model", namespace, labels.get(MODEL_LABEL)), type, body):
+        return
     reconcile_owner_of_event(model_index, (namespace, labels.get(MODEL_LABEL)), reconcile_model, deployment_index,
                              service_index, networkpolicy_index, pod_index)
 
@@ -343,6 +364,7 @@ def reconcile_agent(agent: dict, model_index: Snapshots, deployment_index: Snaps
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
                     "ConfigMap": sync.first(configmap_index, (ns, desired[0]["metadata"]["name"]))}
         observed, problem = sync.sync_children(agent, desired, observed, cause)
+        note_read(("Agent", ns, name), observed)
         new = agent_status(agent, resolved, observed["Deployment"], CONFIG, now(), problem)
         STATUS.publish(agent, new, write_agent_status, urgent=True)
         return problem
@@ -439,7 +461,10 @@ def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_in
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "configmaps", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
-def agent_child_changed(namespace, labels, agent_index, model_index, deployment_index, configmap_index, **_):
+def agent_child_changed(type, body, namespace, labels, agent_index, model_index, deployment_index, configmap_index,
+                        **_):
+    if already_read(("Agent", namespace, labels.get(AGENT_LABEL)), type, body):
+        return
     reconcile_owner_of_event(agent_index, (namespace, labels.get(AGENT_LABEL)), reconcile_agent, model_index,
                              deployment_index, configmap_index)
 

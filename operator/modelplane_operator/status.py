@@ -36,6 +36,7 @@ def pod_summary(pod: dict) -> dict:
                   for s in status.get("containerStatuses") or [] if (s.get("lastState") or {}).get("terminated")]
     return {
         "name": pod["metadata"]["name"],
+        "version": pod["metadata"].get("resourceVersion", ""),
         "deleting": bool(pod["metadata"].get("deletionTimestamp")),
         "scheduled": scheduled.get("status", "Unknown"),
         "scheduleReason": scheduled.get("reason", ""),

@@ -112,19 +112,21 @@ def unwanted(owner: dict, desired: list[dict], observed: dict) -> list[dict]:
 
 
 def remove_unwanted(owner: dict, desired: list[dict], observed: dict) -> dict:
-    """Delete what `unwanted` names (already gone is fine), with one Event; returns `observed` without them."""
+    """Delete what `unwanted` names, with one Event for what this call deleted (the index may still show what an
+    earlier reconcile deleted); returns `observed` without them."""
     observed = dict(observed)
     removed = []
     for obj in unwanted(owner, desired, observed):
         kind, meta = obj["kind"], obj["metadata"]
+        observed[kind] = None
         try:
             kube.request("DELETE", kube.object_path(obj["apiVersion"], kind, meta["namespace"], meta["name"]),
                          body={"preconditions": {"uid": meta["uid"]}})
         except ApiException as e:
-            if e.status != 404:
-                raise
+            if e.status in (404, 409):  # gone already (an earlier reconcile), or another object of that name now
+                continue
+            raise
         metrics.APPLIES.labels(kind, "Deleted").inc()
-        observed[kind] = None
         removed.append(f"{kind} {meta['name']}")
     if removed:
         post(owner, "Normal", "Deleted", f"Deleted {', '.join(removed)}: no longer wanted")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import builders
@@ -140,7 +141,13 @@ def test_dry_run_admission_writes_nothing(kube, operator, namespace):
 def test_namespace_configmap_edited_or_deleted_by_hand_is_put_back(kube, operator, namespace):
     kube.apply(model("qwen", namespace))
     kube.apply(pod("app", namespace, labels={"modelplane.dev/inject": "true"}))
-    cm = kube.wait_for(lambda: kube.get("configmap", "modelplane-models", namespace), what="namespace ConfigMap")
+    kube.wait_for(lambda: kube.get("configmap", "modelplane-models", namespace), what="namespace ConfigMap")
+
+    def settled():  # made by the webhook, then kept in step with the Model's phase: the same twice, 1 s apart
+        first = kube.get("configmap", "modelplane-models", namespace)
+        time.sleep(1)
+        return first if first["data"] == kube.get("configmap", "modelplane-models", namespace)["data"] else None
+    cm = kube.wait_for(settled, what="namespace ConfigMap settled")
     index = cm["data"]["index.json"]
     kube.run("patch", "configmap", "modelplane-models", "-n", namespace, "--type=merge", "-p",
              json.dumps({"data": {"index.json": "{}", "extra": "x"}}))
