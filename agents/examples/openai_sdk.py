@@ -24,12 +24,12 @@ def main(task: str) -> None:
     stream = client.chat.completions.create(model=model, max_tokens=96, stream=True,
                                             stream_options={"include_usage": True},
                                             messages=[{"role": "user", "content": task}])
+    usage = None
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
-        if chunk.usage:
-            print(f"\nprompt tokens: {chunk.usage.prompt_tokens}, completion tokens: {chunk.usage.completion_tokens}",
-                  flush=True)
+        usage = chunk.usage or usage  # the last chunk's (modelplane's vLLM servers put it on every chunk)
+    print(f"\nprompt tokens: {usage.prompt_tokens}, completion tokens: {usage.completion_tokens}", flush=True)
     client.close()
 
 
