@@ -50,7 +50,8 @@ NODES = [
 # With a real node, CPU pods land on it: kwok's CPU node is left out.
 REAL_NODE_KWOK_NODES = [n for n in NODES if n["gpus"]]
 # For scale and fault tests: room for a thousand small pods.
-BIG_NODE = {"name": "kwok-cpu-big", "gpus": 0, "cpu": "2000", "memory": "16Ti", "pods": "2000"}
+# Room for the benchmark's 1000+ CPU Models: each requests 5Gi of ephemeral-storage for its weights cache.
+BIG_NODE = {"name": "kwok-cpu-big", "gpus": 0, "cpu": "2000", "memory": "16Ti", "pods": "2000", "storage": "16Ti"}
 
 
 def log(msg: str) -> None:
@@ -410,11 +411,11 @@ class Cluster:
                          status, content_type="application/apply-patch+yaml")
 
 
-def node_manifest(name: str, gpus: int, cpu: str, memory: str, pods: str = "110") -> dict:
+def node_manifest(name: str, gpus: int, cpu: str, memory: str, pods: str = "110", storage: str = "1Ti") -> dict:
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
               "type": "kwok"}
     taints = []
-    capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "1Ti"}
+    capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": storage}
     if gpus:
         labels.update({"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": GPU_PRODUCT,
                        "nvidia.com/gpu.count": str(gpus)})
