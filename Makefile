@@ -8,7 +8,7 @@ VLLM_VENV := .venv-vllm
 CLUSTER_DIR ?= .cluster
 export MODELPLANE_CLUSTER_DIR := $(abspath $(CLUSTER_DIR))
 
-.PHONY: help venv vllm-env vllm-options test-faults test-e2e test-node bench binaries images cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
+.PHONY: help venv vllm-env vllm-options test-faults test-e2e test-node bench kubeai binaries images cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
 
 help:
 	@echo "make demo          local control plane + operator + an example Model reaching Ready"
@@ -93,8 +93,13 @@ test: venv vllm-env binaries images
 
 # Benchmarks (figures in bench/results/); BENCH_MODELS=1000 by default.
 BENCH_MODELS ?= 1000
-bench: venv binaries
+bench: venv binaries kubeai
 	$(PY) bench/run.py --models $(BENCH_MODELS)
+
+# KubeAI (the bench's side-by-side peer) from ../shared/third_party, once; not part of `make test`'s set-up. Without
+# its source the bench reports the peer as not built.
+kubeai:
+	@bash hack/build-kubeai.sh >/dev/null || echo "KubeAI not built (see above); make bench runs without it"
 
 clean: cluster-down
 	rm -rf $(VENV) $(VLLM_VENV) $(CLUSTER_DIR)

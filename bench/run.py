@@ -1,8 +1,10 @@
 """Benchmarks of the operator on the local control plane (issue 6, modelplane side; see bench/README.md).
 
-    python bench/run.py [--models N] [--samples S] [--agents A] [--unrelated U] [--only a,b] [--out bench/results]
+    python bench/run.py [--models N] [--samples S] [--agents A] [--unrelated U] [--only a,b] [--peer kubeai|none]
+                        [--out bench/results]
 
-Writes results.json, results.md and latency.png. Timings on a shared 2-core machine are noisy: medians and spreads
+Writes results.json, results.md and latency.png. With `--peer kubeai` (the default) KubeAI's controller (bench/kubeai.py)
+runs the side-by-side scenarios after modelplane's, on the same control plane, with modelplane's operator stopped. Timings on a shared 2-core machine are noisy: medians and spreads
 are reported, and benchmarks never fail a test run.
 """
 
@@ -27,12 +29,13 @@ from kubernetes import watch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "hack"), str(REPO / "tests")]
 
+import kubeai  # noqa: E402  (bench/kubeai.py: the side-by-side peer)
 from harness import Kube, Operator  # noqa: E402
 from localcluster import BIG_NODE, NODES, Cluster  # noqa: E402
 from modelplane_operator.agent import AGENT_LABEL, configmap_name  # noqa: E402
 from modelplane_operator.agentconfig import INDEX_FILE  # noqa: E402
 from modelplane_operator.config import GROUP, VERSION  # noqa: E402
-from modelplane_operator.keys import INJECT_LABEL, INJECTED_ANNOTATION, MODELS_ANNOTATION  # noqa: E402
+from modelplane_operator.keys import INJECT_LABEL, INJECTED_ANNOTATION, MODEL_LABEL, MODELS_ANNOTATION  # noqa: E402
 
 NS = "bench"
 OPERATOR_AGENTS = ("kopf/", "modelplane-operator")  # user agents of the operator's two API clients
@@ -46,6 +49,8 @@ ADMISSION_NS, ADMISSION_MODEL, ADMISSION_INTERVAL = "admission", "adm", 0.2
 UNRELATED_NAMESPACES = [f"unrelated-{i:02d}" for i in range(20)]
 NEVER_SCHEDULED = [{"name": "bench.modelplane.dev/never"}]  # a scheduling gate nobody removes: no node, no kwok
 PAUSE = "registry.k8s.io/pause:3.10"  # never pulled: the pods never run
+# The big kwok node with room for both operators' pods (about 1250 of modelplane's, 1050 of KubeAI's).
+BENCH_BIG_NODE = {**BIG_NODE, "pods": "4000"}
 
 
 def model(name: str, namespace: str = NS, **spec) -> dict:
@@ -108,6 +113,7 @@ class Watcher:
         self.client = kubernetes.client.ApiClient(config)
         self.client.user_agent = "modelplane-bench"
         self.custom = kubernetes.client.CustomObjectsApi(self.client)
+        self.pods = kubeai.PeerWatcher(kubeconfig, NS, MODEL_LABEL)  # each Model's first pod Running
         self.seen: dict[tuple[str, str], float] = {}
         self.ready: dict[str, float] = {}
         self.served: dict[str, set] = {}  # Agent ConfigMap -> served names its index and client configs give
@@ -155,12 +161,16 @@ class Watcher:
     def create_model(self, name: str) -> None:
         self.custom.create_namespaced_custom_object(GROUP, VERSION, NS, "models", model(name))
 
-    def latency(self, name: str) -> tuple[float, float]:
-        """Seconds from the create request to (Deployment and Service seen, Model Ready)."""
+    def latency(self, name: str) -> dict:
+        """Seconds from the create request to: Deployment and Service seen (children), the Deployment alone (the first
+        child, as KubeAI's first is its Pod), Model Ready, and the Model's first pod Running."""
         start = time.monotonic()
         self.create_model(name)
         self.wait(lambda: ("Deployment", name) in self.seen and ("Service", name) in self.seen and name in self.ready)
-        return max(self.seen[("Deployment", name)], self.seen[("Service", name)]) - start, self.ready[name] - start
+        self.pods.wait(lambda: name in self.pods.running, 60)
+        return {"children": max(self.seen[("Deployment", name)], self.seen[("Service", name)]) - start,
+                "ready": self.ready[name] - start, "first_child": self.seen[("Deployment", name)] - start,
+                "running": self.pods.running.get(name, float("nan")) - start}
 
 
 class Admission:
@@ -217,8 +227,8 @@ def injected(pod: dict) -> bool:
 class Audit:
     """The operator's own requests, read from the API server's audit log between two marks."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, agents: tuple[str, ...] = OPERATOR_AGENTS):
+        self.path, self.agents = path, agents  # whose requests: user agent prefixes
 
     def mark(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
@@ -231,7 +241,7 @@ class Audit:
                     e = json.loads(line)
                 except ValueError:
                     continue
-                if str(e.get("userAgent", "")).startswith(OPERATOR_AGENTS):
+                if str(e.get("userAgent", "")).startswith(self.agents):
                     yield e
 
     def reads_of(self, offset: int, resources: set[str]) -> dict:
@@ -308,7 +318,7 @@ def summary(values: list[float]) -> dict:
 
 def sample_latency(w: Watcher, samples: int) -> dict:
     lat = [w.latency(f"l{w.models()}-{i}") for i in range(samples)]
-    return {"children": summary([c for c, _ in lat]), "ready": summary([r for _, r in lat])}
+    return {k: summary([x[k] for x in lat]) for k in ("children", "ready", "first_child", "running")}
 
 
 def rss_mb(pid: int) -> float:
@@ -334,8 +344,18 @@ def main(argv=None) -> int:
     ap.add_argument("--admission-pods", type=int, default=50, help="pods admitted one by one while idle")
     ap.add_argument("--only", default=",".join(SCENARIOS),
                     help=f"comma list of {', '.join(SCENARIOS)} (the burst always runs)")
+    ap.add_argument("--peer", choices=("kubeai", "none"), default="kubeai",
+                    help="run KubeAI side by side after modelplane (built or taken from the cache first; a peer that "
+                         "cannot be built is reported in the results, not a failure)")
+    ap.add_argument("--peer-leases", default=",".join(kubeai.LEASES),
+                    help="KubeAI lease settings whose restart is measured (default: its own; short: 1 s)")
+    ap.add_argument("--peer-timeout", type=float, default=5400,
+                    help="seconds KubeAI's burst may take (one worker, 3 s pause per new Model: about 3000 s for 1000)")
     ap.add_argument("--out", default=str(REPO / "bench" / "results"))
     args = ap.parse_args(argv)
+    leases = [x.strip() for x in args.peer_leases.split(",") if x.strip()]
+    if set(leases) - set(kubeai.LEASES):
+        ap.error(f"unknown --peer-leases {sorted(set(leases) - set(kubeai.LEASES))}; choose from {list(kubeai.LEASES)}")
     only = {s.strip() for s in args.only.split(",") if s.strip()} - {"burst"}
     if only - set(SCENARIOS):
         ap.error(f"unknown scenarios {sorted(only - set(SCENARIOS))}; choose from {', '.join(SCENARIOS)}")
@@ -343,7 +363,8 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     shutil.rmtree(work, ignore_errors=True)  # a fresh control plane each run, never the last run's etcd
-    cluster = Cluster(work / "cluster", nodes=[*NODES, BIG_NODE], audit=True)
+    peer_binary, peer_reason = kubeai.build() if args.peer == "kubeai" else (None, "--peer none")
+    cluster = Cluster(work / "cluster", nodes=[*NODES, BENCH_BIG_NODE], audit=True)
     results = {"machine": {"cores": os.cpu_count(), "python": platform.python_version()},
                "versions": dict(line.split("=", 1) for line in (REPO / "hack" / "versions.env").read_text().splitlines()
                                 if "=" in line and not line.startswith("#")),
@@ -390,7 +411,11 @@ def main(argv=None) -> int:
         burst = time.monotonic() - t0
         cpu1, peak = proc_stats(op.proc.pid)
         requests = audit.since(mark)
+        w.pods.wait(lambda: all(n in w.pods.running for n in names), 60)
+        running = [w.pods.running[n] for n in names if n in w.pods.running]
         results["burst"] = {"models": len(names), "all_ready_s": round(burst, 1), "apply_s": round(applied, 1),
+                            "all_running_s": round(max(running) - t0, 1) if len(running) == len(names) else None,
+                            "operator_cpu_s_per_model": round((cpu1 - cpu0) / len(names), 3),
                             "operator_cpu_s": round(cpu1 - cpu0, 1), "operator_peak_rss_mb": round(peak, 1),
                             "operator_requests": requests,
                             "operator_writes_per_model": round(requests["writes"] / len(names), 2),
@@ -440,6 +465,14 @@ def main(argv=None) -> int:
         # 8. unrelated Pods and ConfigMaps: the operator must not list, watch or hold them
         if args.unrelated and "unrelated" in only:
             op, results["unrelated"] = unrelated(kube, op, work, audit, args.unrelated)
+        # 6. KubeAI side by side: the same scenarios, one operator after the other (modelplane's stopped first)
+        op.stop()
+        if peer_binary:
+            results["peer"] = peer(kube, cluster, work, peer_binary, args, leases, only)
+        else:
+            results["peer"] = {"name": "KubeAI", "status": "not built", "reason": peer_reason}
+            print(f"KubeAI side by side skipped: {peer_reason}", file=sys.stderr)
+        results["side_by_side"] = side_by_side(results)
     finally:
         if op:
             op.stop()
@@ -449,6 +482,179 @@ def main(argv=None) -> int:
     plot(results, out / "latency.png")
     print(markdown(results))
     return 0
+
+
+def peer(kube: Kube, cluster: Cluster, work: Path, binary: Path, args, leases: list[str], only: set[str]) -> dict:
+    """KubeAI's figures for the side-by-side scenarios, in its own namespace, with modelplane's operator stopped:
+    apply -> its Pod (its first child; modelplane's is a Deployment), -> pod Running, -> Model with a ready replica,
+    with 1, 100 and all the burst's Models present; the burst; restarts with each lease setting. A failure is
+    reported in the results (with the log's tail) and ends only the peer's part."""
+    result = {"name": "KubeAI", "status": "ran", "version": kubeai.versions()["KUBEAI_VERSION"],
+              "namespace": kubeai.NAMESPACE, "first_child": "Pod", "user_agents": list(kubeai.USER_AGENTS),
+              "leases": {k: v or "KubeAI's defaults: leaseDuration 15s, renewDeadline 10s, retryPeriod 2s"
+                         for k, v in kubeai.LEASES.items()},
+              "latency": {}}
+    audit = Audit(cluster.audit_log, kubeai.USER_AGENTS)
+    k = None
+    try:
+        kubeai.install(kube, binary)
+        pw = kubeai.PeerWatcher(cluster.kubeconfig, kubeai.NAMESPACE, "model", kubeai_models=True)
+        custom = pw.custom
+        k = kubeai.KubeAI(kube, work, binary).start()
+
+        def ready_all(names, timeout):
+            return pw.wait(lambda: all(n in pw.model_ready and n in pw.running for n in names), timeout)
+
+        def sample(count: int) -> dict:
+            lat = []
+            for i in range(count):
+                name = f"l{pw.models()}-{i}"
+                start = time.monotonic()
+                custom.create_namespaced_custom_object(kubeai.GROUP, kubeai.VERSION, kubeai.NAMESPACE, "models",
+                                                       kubeai.model(name))
+                if not ready_all([name], 120):
+                    raise TimeoutError(f"KubeAI Model {name}: no ready pod in 120 s")
+                lat.append({"first_child": pw.pod[name] - start, "running": pw.running[name] - start,
+                            "ready": pw.model_ready[name] - start})
+            return {key: summary([x[key] for x in lat]) for key in ("first_child", "running", "ready")}
+
+        # 1. latency with 1 and then 100 Models present (each sample waits for the last one's ready replica: its one
+        # worker is then free again, as modelplane's samples wait for Ready)
+        for size in sorted({1, min(100, args.models)}):
+            names = [f"p{i:04d}" for i in range(pw.models(), size)]
+            create_many(kube, [kubeai.model(n) for n in names])
+            if not ready_all(names, 60 + 5 * len(names)):
+                raise TimeoutError(f"KubeAI: {len(names)} Models not ready")
+            if args.samples and "latency" in only:
+                result["latency"][str(size)] = sample(args.samples)
+        # 2. burst
+        names = [f"b{i:04d}" for i in range(args.models)]
+        cpu0, _ = proc_stats(k.proc.pid)
+        mark = audit.mark()
+        t0 = time.monotonic()
+        create_many(kube, [kubeai.model(n) for n in names])
+        applied = time.monotonic() - t0
+        complete = pw.wait(lambda: all(n in pw.running for n in names), args.peer_timeout)
+        all_running = time.monotonic() - t0
+        complete = complete and ready_all(names, max(60.0, args.peer_timeout - all_running))
+        all_ready = time.monotonic() - t0
+        cpu1, peak = proc_stats(k.proc.pid)
+        requests = audit.since(mark)
+        with pw.changed:
+            pods, running = sum(n in pw.pod for n in names), sum(n in pw.running for n in names)
+        result["burst"] = {"models": len(names), "complete": complete, "apply_s": round(applied, 1),
+                           "all_running_s": round(all_running, 1) if complete else None,
+                           "all_ready_s": round(all_ready, 1) if complete else None,
+                           "pods_created": pods, "pods_running": running, "waited_s": round(all_ready, 1),
+                           "operator_cpu_s": round(cpu1 - cpu0, 1),
+                           "operator_cpu_s_per_model": round((cpu1 - cpu0) / len(names), 3),
+                           "operator_peak_rss_mb": round(peak, 1), "operator_requests": requests,
+                           "operator_writes_per_model": round(requests["writes"] / len(names), 2),
+                           "operator_reads_per_model": round(requests["reads"] / len(names), 2)}
+        if not complete:
+            result["status"] = f"burst incomplete after {all_ready:.0f} s ({running} of {len(names)} pods Running)"
+            return result
+        # 1. latency with the burst's Models present
+        if args.samples and "latency" in only:
+            result["latency"][str(pw.models())] = sample(args.samples)
+        # 4. restart, once per lease setting. A new process is a new candidate: it waits until the lease it finds
+        # has run out (the old one never releases it). The lease it finds is the one its predecessor held, so a
+        # short-lease restart follows a short-lease process (started and checked first, not measured).
+        result["restart"] = {}
+        lease_now = "default"
+        for lease in leases if "restart" in only else []:
+            if lease != lease_now:
+                k.stop()
+                k = kubeai.KubeAI(kube, work, binary, lease=lease, name=f"kubeai-{lease}").start()
+                k.wait_reconciled(set(pw.model_seen))
+                lease_now = lease
+            all_models = set(pw.model_seen)
+            before = peer_versions(kube)
+            k.stop()
+            mark = audit.mark()
+            k = kubeai.KubeAI(kube, work, binary, lease=lease, name=f"kubeai-{lease}-restarted").start()
+            done = k.wait_reconciled(all_models)
+            time.sleep(2)  # anything the restart would write comes right after its reconcile
+            requests = audit.since(mark)
+            by = requests.get("writes_by_resource", {})
+            result["restart"][lease] = {
+                "models": len(all_models), "lease": result["leases"][lease], **done,
+                "verified_s": done["all_reconciled_s"],
+                "objects_written": objects_written(before, peer_versions(kube)),
+                "operator_requests": requests,
+                "writes_without_leases": requests["writes"] - by.get("leases", 0),
+                "lease_writes": by.get("leases", 0),
+                "operator_rss_mb": rss_mb(k.proc.pid), "operator_peak_rss_mb": round(proc_stats(k.proc.pid)[1], 1)}
+    except Exception as e:  # noqa: BLE001  the peer's failure is a result; modelplane's figures stay
+        result["status"] = f"failed: {type(e).__name__}: {e}"[:2000]
+        print(f"KubeAI side by side failed: {e}", file=sys.stderr)
+    finally:
+        if k:
+            k.stop()
+    return result
+
+
+def objects_written(before: dict, after: dict) -> int:
+    """Objects changed, created or deleted between two peer_versions()."""
+    return sum(before.get(x) != v for x, v in after.items()) + len(before.keys() - after.keys())
+
+
+def peer_versions(kube: Kube) -> dict:
+    """resourceVersion of every KubeAI Model, pod and ConfigMap (it keeps a `model-<name>-files` one, and its
+    autoscaler's state): unchanged means nobody wrote them."""
+    return {f"{k}/{o['metadata']['name']}": o["metadata"]["resourceVersion"]
+            for k in ("models.kubeai.org", "pods", "configmaps")
+            for o in json.loads(kube.run("get", k, "-n", kubeai.NAMESPACE, "-o", "json").stdout)["items"]}
+
+
+def side_by_side(r: dict) -> dict:
+    """modelplane and KubeAI on the same scenarios: rows of (figure, modelplane, KubeAI); ratio modelplane / KubeAI."""
+    p = r.get("peer") or {}
+    rows = []
+
+    def row(what, mine, theirs, unit=""):
+        ratio = round(mine / theirs, 2) if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) \
+            and theirs else None
+        rows.append({"figure": what, "modelplane": mine, "kubeai": theirs, "ratio": ratio, "unit": unit})
+
+    mine_sizes, their_sizes = sorted(r["latency"], key=int), sorted(p.get("latency", {}), key=int)
+    for i, size in enumerate(mine_sizes):
+        theirs = p["latency"][their_sizes[i]] if i < len(their_sizes) else {}
+        present = size + (f" / {their_sizes[i]}" if i < len(their_sizes) and their_sizes[i] != size else "")
+        for key, label in (("first_child", "apply -> first child (modelplane: Deployment; KubeAI: Pod)"),
+                           ("running", "apply -> pod Running"),
+                           ("ready", "apply -> Model ready (modelplane: status Ready; KubeAI: a ready replica)")):
+            mine = r["latency"][size].get(key)
+            if not mine:
+                continue
+            for stat in ("median_ms", "p99_ms"):
+                row(f"{label}, {present} present, {stat[:-3]}", mine[stat], (theirs.get(key) or {}).get(stat), "ms")
+    b, pb = r.get("burst", {}), p.get("burst", {})
+    if b:
+        n = b["models"]
+        row(f"burst of {n}: all pods Running", b.get("all_running_s"), pb.get("all_running_s"), "s")
+        row(f"burst of {n}: all Models ready", b["all_ready_s"], pb.get("all_ready_s"), "s")
+        row(f"burst of {n}: CPU seconds per Model", b.get("operator_cpu_s_per_model"),
+            pb.get("operator_cpu_s_per_model"), "s")
+        row(f"burst of {n}: peak memory", b["operator_peak_rss_mb"], pb.get("operator_peak_rss_mb"), "MB")
+        row(f"burst of {n}: API reads per Model", b["operator_reads_per_model"], pb.get("operator_reads_per_model"))
+        row(f"burst of {n}: API writes per Model", b["operator_writes_per_model"],
+            pb.get("operator_writes_per_model"))
+    x = r.get("restart", {})
+    for lease, pr in (p.get("restart") or {}).items():
+        if not x:
+            break
+        label = f"restart with {x['models']} / {pr['models']} ({'KubeAI default lease 15 s' if lease == 'default' else 'KubeAI short lease 1 s'})"
+        row(f"{label}: all verified (KubeAI: leader + first reconcile of every Model)", x["verified_s"],
+            pr["verified_s"], "s")
+        if lease == "default" or len(p["restart"]) == 1:
+            row(f"{label}: KubeAI leader elected after", None, pr["leader_s"], "s")
+        row(f"{label}: objects written", x["objects_written"], pr["objects_written"])
+        row(f"{label}: API writes (KubeAI: without its {pr['lease_writes']} lease renewals)",
+            x["operator_requests"]["writes"], pr["writes_without_leases"])
+        row(f"{label}: API reads", x["operator_requests"]["reads"], pr["operator_requests"]["reads"])
+        row(f"{label}: memory after", x["operator_rss_mb"], pr["operator_rss_mb"], "MB")
+    return {"peer": p.get("name", "KubeAI"), "status": p.get("status", "not run"), "rows": rows}
 
 
 def unrelated(kube: Kube, op: Operator, work: Path, audit: Audit, count: int) -> tuple[Operator, dict]:
@@ -550,6 +756,25 @@ def markdown(r: dict) -> str:
         lines.append(f"| operator's pod and ConfigMap lists and watches from the restart on | "
                      f"{'; '.join(f'{k} (x{n})' for k, n in u['pod_and_configmap_requests'].items()) or 'none'}; "
                      f"{u['pod_and_configmap_requests_without_label_selector']} without a label selector |")
+    sbs = r.get("side_by_side")
+    if sbs:
+        lines += ["", f"## KubeAI side by side ({sbs['status']})", ""]
+        peer = r.get("peer", {})
+        if peer.get("status") == "not built":
+            lines.append(f"KubeAI not built: {peer.get('reason')}")
+        else:
+            lines.append(f"KubeAI {peer.get('version')} in namespace {peer.get('namespace')}, measured after modelplane "
+                         "(its operator stopped); first child: modelplane's Deployment, KubeAI's Pod. Lease settings: "
+                         + "; ".join(f"{k}: {v}" for k, v in peer.get("leases", {}).items()) + ".")
+            lines += ["", "| figure | modelplane | KubeAI | ratio (modelplane / KubeAI) |", "| --- | --- | --- | --- |"]
+            fmt = lambda v, unit: "-" if v is None else f"{v} {unit}".strip()  # noqa: E731
+            for row in sbs["rows"]:
+                lines.append(f"| {row['figure']} | {fmt(row['modelplane'], row['unit'])} | "
+                             f"{fmt(row['kubeai'], row['unit'])} | {'-' if row['ratio'] is None else row['ratio']} |")
+            pb = peer.get("burst") or {}
+            if pb and not pb.get("complete"):
+                lines.append(f"\nKubeAI's burst incomplete: {pb['pods_created']} pods created, {pb['pods_running']} "
+                             f"Running after {pb['waited_s']} s.")
     return "\n".join(lines) + "\n"
 
 
@@ -566,10 +791,21 @@ def plot(r: dict, path: Path) -> None:
         for stat in ("median_ms", "p99_ms"):
             ax.plot([int(s) for s in sizes], [r["latency"][s][what][stat] for s in sizes], style,
                     label=f"modelplane, apply -> {what}, {stat[:-3]}")
+    peer = r.get("peer") or {}
+    theirs = sorted(peer.get("latency") or {}, key=int)
+    for what, style in (("first_child", "^-"), ("running", "v--")):
+        for stat in ("median_ms", "p99_ms"):
+            if theirs:
+                ax.plot([int(s) for s in theirs], [peer["latency"][s][what][stat] for s in theirs], style,
+                        color="tab:red" if what == "first_child" else "tab:purple", alpha=1 if stat == "median_ms"
+                        else 0.5, label=f"KubeAI, apply -> {'Pod' if what == 'first_child' else 'pod Running'}, "
+                                        f"{stat[:-3]}")
     ax.set_xscale("log")
     ax.set_xlabel("Models already present")
     ax.set_ylabel("latency (ms)")
-    ax.set_title(f"modelplane on {r['machine']['cores']} cores (KubeAI: not buildable here, see README)")
+    title = f"modelplane and KubeAI {peer.get('version')}" if theirs else \
+        f"modelplane (KubeAI: {peer.get('status', 'not run')})"
+    ax.set_title(f"{title[:70]}, {r['machine']['cores']} cores", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
