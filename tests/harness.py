@@ -74,10 +74,12 @@ class Operator:
     """The operator as its own process, serving the injection webhook on a loopback port it configures itself."""
 
     def __init__(self, kube: Kube, workdir: Path, *extra_args: str, name: str = "operator", verbose: bool = True,
-                 webhook: bool = True):
+                 webhook: bool = True, webhook_port: int | None = None):
+        """`webhook_port`: a restarted operator given its predecessor's port (and the same `workdir`, so the same
+        certificates) finds its webhook configuration as it left it, as a chart install's Service does."""
         self.kube, self.log_path, self.proc, self.extra_args = kube, workdir / f"{name}.log", None, extra_args
         self.verbose, self.webhook = verbose, webhook
-        self.webhook_port, self.metrics_port = free_port(), free_port()
+        self.webhook_port, self.metrics_port = webhook_port or free_port(), free_port()
         self.env = {**kube.env, "MODELPLANE_WEBHOOK_CERT_DIR": str(workdir / "webhook-certs"),
                     "MODELPLANE_METRICS_PORT": str(self.metrics_port)}
 

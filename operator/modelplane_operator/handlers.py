@@ -19,6 +19,7 @@ from kubernetes.client import ApiException
 from . import engine, fleet, kube, metrics, sync, webhookcert
 from . import inject, readiness
 from .modelcache import ModelCache
+from .retries import Retries
 from .statuswriter import StatusWriter
 from .unconfigured import Reporter
 from .worklist import Worklist
@@ -56,8 +57,7 @@ def configure(settings: kopf.OperatorSettings, model_index, models_by_audience, 
                 children=(deployment_index, service_index, networkpolicy_index, pod_index))
     # kopf's bookkeeping in our own annotations; status belongs to the status computation alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.diffbase_storage = AgentsOnlyDiffBase(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Events in `kubectl describe` are the ones we post on purpose, plus warnings and errors.
     settings.posting.level = logging.WARNING
@@ -77,6 +77,17 @@ def configure(settings: kopf.OperatorSettings, model_index, models_by_audience, 
     if settings.peering.name and not settings.peering.standalone:
         # kopf needs its peering object to exist; a chart cannot ship it beside its CRD, so the operator makes it.
         kube.ensure_cluster_peering(settings.peering.name)
+
+
+class AgentsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf builds a diff base (a deep copy of the object) for every event of every resource, but only Agents have
+    change handlers that use one: for the rest, an empty one, and an annotation an older operator left is not read."""
+
+    def build(self, *, body, extra_fields=None):
+        return super().build(body=body, extra_fields=extra_fields) if body.get("kind") == "Agent" else {}
+
+    def fetch(self, *, body):
+        return super().fetch(body=body) if body.get("kind") == "Agent" else None
 
 
 # What the API server sends the operator's watches: its own children and its Models' pods. kopf's `labels=` filters
@@ -137,8 +148,18 @@ def now() -> str:
 
 
 def snapshot(kind: str, body) -> dict:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": dict(body["metadata"]),
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": kind, "metadata": slim_metadata(body),
             "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+
+
+def slim(body) -> dict:
+    """An object as the indexes keep it: without managedFields, which no reconcile reads and which are a large part
+    of each object kept."""
+    return {**body, "metadata": slim_metadata(body)}
+
+
+def slim_metadata(body) -> dict:
+    return {k: v for k, v in body["metadata"].items() if k != "managedFields"}
 
 
 def latest(kind: str, index, key, body) -> dict:
@@ -176,23 +197,23 @@ def agents_by_model(namespace, name, spec, **_):
 
 @kopf.index("apps", "v1", "deployments", labels=MANAGED)
 def deployment_index(namespace, name, body, **_):
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): slim(body)}
 
 
 @kopf.index("v1", "services", labels=MANAGED)
 def service_index(namespace, name, body, **_):
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): slim(body)}
 
 
 @kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
 def networkpolicy_index(namespace, name, body, **_):
     """Watched whether policies are on or off: switched off, the ones written before are found and deleted."""
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): slim(body)}
 
 
 @kopf.index("v1", "configmaps", labels=MANAGED)
 def configmap_index(namespace, name, body, **_):
-    return {(namespace, name): dict(body)}
+    return {(namespace, name): slim(body)}
 
 
 @kopf.index("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
@@ -203,10 +224,13 @@ def pod_index(namespace, labels, body, **_):
 # --- Models -----------------------------------------------------------------------------------------------------
 
 def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Snapshots,
-                    networkpolicy_index: Snapshots, pod_index: kopf.Index[Key, dict],
-                    cause: str = "event") -> Problem | None:
+                    networkpolicy_index: Snapshots, pod_index: kopf.Index[Key, dict]) -> Problem | None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
+        # A status computed from an older generation: the spec changed since (children differing are Updated, not
+        # drift reverted).
+        reported = STATUS.previous(model).get("observedGeneration")
+        cause = "update" if reported not in (None, model["metadata"].get("generation")) else "event"
         observed = {"Deployment": sync.first(deployment_index, (ns, name)),
                     "Service": sync.first(service_index, (ns, name)),
                     "NetworkPolicy": sync.first(networkpolicy_index, (ns, name))}
@@ -225,12 +249,16 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
         pods = list(pod_index.get((ns, name), []))
         note_read(("Model", ns, name), observed, pods)
         new = compute_status(model, observed["Deployment"], pods, CONFIG, now(), problem)
+        if not problem:
+            _applied[uid] = model["metadata"].get("generation")
         if held:
             new = fleet.waiting_status(new, FLEET.waiting(uid), CONFIG.upgrade_rollouts_at_once)
         elif fleet.settled(new):
             roll_next_in_line(uid)
-        # A new phase or a problem is written at once; routine progress is spaced (see statuswriter).
-        urgent = bool(problem) or phase_event_due(STATUS.previous(model).get("phase"), new["phase"])
+        # What a person acts on is written at once; the routine way up and progress are spaced (see statuswriter),
+        # so that a Model that passes through Pending and Loading within the interval costs one write.
+        urgent = bool(problem) or phase_event_due(STATUS.previous(model).get("phase"), new["phase"],
+                                                  been_ready(model))
         STATUS.publish(model, new, write_model_status, urgent=urgent)
         return problem
 
@@ -266,10 +294,20 @@ def report_ignored_engine_args(model: dict) -> None:
     _ignored_reported[uid] = ignored
 
 
+_been_ready: set[str] = set()  # uids of the Models this process saw Ready
+
+
+def been_ready(model: dict) -> bool:
+    return model["metadata"]["uid"] in _been_ready or (model.get("status") or {}).get("phase") == "Ready"
+
+
 def write_model_status(model: dict, old: dict, new: dict) -> None:
     """Write `new` and post the Events that its change from `old` calls for."""
     kube.patch_status(model, new)
-    if phase_event_due(old.get("phase"), new["phase"]):
+    was_ready = been_ready(model) or old.get("phase") == "Ready"
+    if new["phase"] == "Ready":
+        _been_ready.add(model["metadata"]["uid"])
+    if phase_event_due(old.get("phase"), new["phase"], was_ready):
         ready = condition_of(new, "Ready")
         sync.post(model, "Warning" if new["phase"] == "Failed" else "Normal", new["phase"],
                   f"{ready['reason']}: {ready['message']}")
@@ -282,14 +320,46 @@ def condition_of(status: dict, type_: str) -> dict:
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
-@kopf.on.resume(GROUP, VERSION, "models", backoff=5)
-@kopf.on.create(GROUP, VERSION, "models", backoff=5)
-@kopf.on.update(GROUP, VERSION, "models", field="spec", backoff=5)
-def model_changed(namespace, name, model_index, deployment_index, service_index, networkpolicy_index, pod_index,
-                  body, reason, retry, **_):
-    model = latest("Model", model_index, (namespace, name), body)
-    retry_on_problem(retry, reconcile_model, model, deployment_index, service_index, networkpolicy_index, pod_index,
-                     cause=str(reason))
+# Models have no kopf change handlers: those keep the last handled spec in an annotation, one more write per change,
+# while the generation already says what changed. A Model is reconciled when this process has not yet applied its
+# generation (created, changed, or first seen since the start), when a child or pod of it changes, and when a retry
+# after a problem is due.
+_applied: dict[str, int] = {}  # Model uid -> the generation whose children this process applied without a problem
+RETRIES = Retries(RETRY_FIRST, RETRY_MAX)
+
+
+@kopf.on.event(GROUP, VERSION, "models")
+def model_event(type, body, uid, namespace, name, configmap_index, agents_by_model, agent_index, model_index,
+                deployment_index, **_):
+    """One handler for every Model event (each handler costs kopf some work per event): the Model's own reconcile,
+    the namespace ConfigMaps of the pods it serves, and the Agents that use it."""
+    meta = body["metadata"]
+    if type == "DELETED":
+        forget_owner("Model", namespace, name, uid)
+    elif not meta.get("deletionTimestamp") and _applied.get(uid) != meta.get("generation"):
+        reconcile_model_at((namespace, name))
+    model_seen_by_injected_pods(type, namespace, name, body, configmap_index)
+    model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
+                         configmap_index)
+
+
+def reconcile_model_at(key: Key) -> None:
+    """Reconcile the Model at `key` as the index has it; after a problem (status says which) or a failed request,
+    again later, waiting longer each time (RETRY_FIRST seconds, doubling up to RETRY_MAX)."""
+    model = sync.first(VIEW["model_index"], key)
+    if model is None or model["metadata"].get("deletionTimestamp"):
+        RETRIES.clear(key)
+        return
+    try:
+        problem = reconcile_model(dict(model), *VIEW["children"])
+        why = problem and f"{problem.reason}: {problem.message}"
+    except ApiException as e:
+        why = f"API request failed ({e.status} {e.reason})"
+    if why:
+        delay = RETRIES.schedule(key, lambda: reconcile_model_at(key))
+        log.warning("Model %s/%s: %s; retrying in %ss", *key, why, delay)
+    else:
+        RETRIES.clear(key)
 
 
 def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
@@ -305,8 +375,7 @@ def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
         raise kopf.TemporaryError(f"{problem.reason}: {problem.message}; retrying in {delay}s", delay=delay)
 
 
-@kopf.on.delete(GROUP, VERSION, "models", optional=True)  # optional: no finalizer, deletion is never held up
-@kopf.on.delete(GROUP, VERSION, "agents", optional=True)
+@kopf.on.delete(GROUP, VERSION, "agents", optional=True)  # optional: no finalizer, deletion is never held up
 def owner_deleted(uid, namespace, name, resource, **_):
     forget_owner(resource.kind, namespace, name, uid)
 
@@ -315,6 +384,10 @@ def forget_owner(kind: str, namespace: str, name: str, uid: str) -> None:
     """What the operator kept for a deleted Model or Agent goes, and an upgrade slot it held goes to the next."""
     sync.forget((kind, namespace, name), uid)
     _read_versions.pop((kind, namespace, name), None)
+    _applied.pop(uid, None)
+    _been_ready.discard(uid)
+    if kind == "Model":
+        RETRIES.clear((namespace, name))
     STATUS.forget(uid)
     _ignored_reported.pop(uid, None)
     roll_next_in_line(uid)
@@ -324,8 +397,7 @@ def roll_next_in_line(uid: str) -> None:
     """`uid` no longer holds an upgrade slot: reconcile the Models that take the freed slots, off the caller's
     thread (it may hold an owner's lock)."""
     for key in FLEET.release(uid):
-        AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, VIEW["model_index"], key,
-                            reconcile_model, *VIEW["children"])
+        AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_model_at, key)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
@@ -336,8 +408,7 @@ def model_child_changed(type, body, namespace, labels, model_index, deployment_i
                         networkpolicy_index, pod_index, **_):
     if already_read(("Model", namespace, labels.get(MODEL_LABEL)), type, body):
         return
-    reconcile_owner_of_event(model_index, (namespace, labels.get(MODEL_LABEL)), reconcile_model, deployment_index,
-                             service_index, networkpolicy_index, pod_index)
+    reconcile_model_at((namespace, labels.get(MODEL_LABEL)))
 
 
 def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
@@ -387,19 +458,10 @@ def agent_changed(namespace, name, agent_index, model_index, deployment_index, c
                      cause=str(reason))
 
 
-@kopf.on.event(GROUP, VERSION, "models")
-def model_gone(type, uid, namespace, name, **_):
-    """A deleted Model frees what the operator kept for it (a delete handler may never see an object without
-    finalizers)."""
-    if type == "DELETED":
-        forget_owner("Model", namespace, name, uid)
-
-
 _served: dict[Key, set[str]] = {}  # Model -> the namespaces it served when last seen (to drop it where it no longer does)
 
 
-@kopf.on.event(GROUP, VERSION, "models")
-def model_seen_by_injected_pods(type, namespace, name, body, configmap_index, **_):
+def model_seen_by_injected_pods(type, namespace, name, body, configmap_index) -> None:
     """A Model appeared, changed, moved through its phases or went away: the ConfigMaps of the namespaces it serves
     (and served) are marked for a rebuild, which one background thread does, a burst of events costing one write
     per namespace; pods that could not be configured before may be told to restart."""
@@ -446,9 +508,8 @@ def namespace_configmap_changed(namespace, **_):
     NAMESPACE_CONFIGMAPS.mark([namespace])
 
 
-@kopf.on.event(GROUP, VERSION, "models")
 def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
-                         configmap_index, **_):
+                         configmap_index) -> None:
     """A Model appeared, changed, moved through its phases or went away: every Agent using it follows."""
     # Agents follow in parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents.
     # Each task gets its own copy of this handler's context, where kopf keeps what posting Events needs.

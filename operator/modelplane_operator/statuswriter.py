@@ -1,6 +1,7 @@
 """Writing Model and Agent status: only when it changed, at once for what a person acts on, and routine progress
-(a pod scheduled, a replica counted) at most once per interval per owner, the last status computed in the interval
-being the one written when it ends."""
+(a pod scheduled, a replica counted, the way up of a new Model) at most once per interval per owner, the last status
+computed in the interval being the one written when it ends. A new owner's first status waits for the interval too:
+a Model that is Pending and then Loading within it costs one write."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ class StatusWriter:
             if not status_changed(old, new):
                 self._held.pop(uid, None)
                 return
+            if not old and uid not in self._last_write:
+                self._last_write[uid] = time.monotonic()  # a new owner: its interval starts now
             wait = self._last_write.get(uid, -math.inf) + self.interval - time.monotonic()
             if urgent or wait <= 0:
                 self._write(owner, old, new, write)

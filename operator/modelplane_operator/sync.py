@@ -152,7 +152,8 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
             metrics.APPLIES.labels(kind, verb).inc()
             applied.setdefault(verb, []).append(f"{kind} {name}")
     for verb, children in applied.items():
-        post(owner, "Normal", verb, f"{verb} {', '.join(children)}")
+        if verb != "Created":  # a new owner's children are what its author asked for; status shows them
+            post(owner, "Normal", verb, f"{verb} {', '.join(children)}")
     uid = owner["metadata"]["uid"]
     if problems and _last_problem.get(uid) != problems[-1]:
         post(owner, "Warning", problems[-1].reason, problems[-1].message)

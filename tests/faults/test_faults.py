@@ -132,8 +132,8 @@ def test_two_replicas_one_acts_and_hands_over(kube, workdir, namespace, tally):
         time.sleep(3)
         kube.apply(model("ha-1", namespace))
         wait_converged(kube, namespace, ["ha-1"], timeout=60)
-        assert "Handler 'model_changed' succeeded" in a.log()
-        assert "Handler 'model_changed' succeeded" not in b.log(), "the standby acted"
+        assert "Handler 'model_event' succeeded" in a.log()
+        assert "Handler 'model_event' succeeded" not in b.log(), "the standby acted"
         # The standby (b wrote the webhook configuration last, so it answers) admits pods from its own synced view.
         kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": namespace,
                                                                    "labels": {"modelplane.dev/inject": "true"}},

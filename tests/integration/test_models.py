@@ -56,10 +56,9 @@ def test_create_renders_children_and_reaches_ready(kube, operator, namespace):
     events = kube.run("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=qwen",
                       "-o", "json").stdout
     reasons = [e["reason"] for e in json.loads(events)["items"] if e["involvedObject"]["kind"] == "Model"]
-    assert {"Created", "Ready"} <= set(reasons)
-    assert reasons.count("Ready") == 1 and reasons.count("Created") == 1, reasons  # no repeats from stale reads
-    created = next(e for e in json.loads(events)["items"] if e["reason"] == "Created")
-    assert created["message"] == "Created Deployment qwen, Service qwen", created["message"]
+    # A new Model's way up (children created, Pending, Loading, a first Ready) shows in status alone: no Events,
+    # which in a burst of new Models were a fifth of the operator's writes.
+    assert reasons == [], reasons
 
 
 def test_spec_change_rolls_out_once(kube, operator, namespace):

@@ -135,12 +135,15 @@ def test_a_first_exit_is_not_a_failure_the_kubelet_restarts_it():
     assert compute_status(model(), deployment(), [exited(restarts=0)], CFG, NOW)["phase"] == "Loading"
 
 
-@pytest.mark.parametrize("old,new,due", [
-    (None, "Pending", False), ("Pending", "Loading", False), ("Loading", "Ready", True), ("Pending", "Ready", True),
-    ("Loading", "Failed", True), ("Ready", "Loading", True), ("Ready", "Pending", True), ("Ready", "Ready", False),
-    ("Failed", "Failed", False), ("Failed", "Loading", False)])
-def test_phase_events_for_what_a_person_acts_on(old, new, due):
-    assert phase_event_due(old, new) is due
+@pytest.mark.parametrize("old,new,was_ready,due", [
+    (None, "Pending", False, False), ("Pending", "Loading", False, False), ("Loading", "Ready", False, False),
+    ("Pending", "Ready", False, False), (None, "Ready", False, False),  # a new Model's way up: status alone
+    ("Loading", "Ready", True, True), ("Pending", "Ready", True, True),  # back after having left Ready
+    ("Failed", "Ready", False, True),  # recovered from a failure a Warning reported
+    ("Loading", "Failed", False, True), ("Ready", "Loading", True, True), ("Ready", "Pending", True, True),
+    ("Ready", "Ready", True, False), ("Failed", "Failed", False, False), ("Failed", "Loading", False, False)])
+def test_phase_events_for_what_a_person_acts_on(old, new, was_ready, due):
+    assert phase_event_due(old, new, was_ready) is due
 
 
 # --- rollouts that wait: for a GPU (Surge on a full cluster), for a volume (a ReadWriteOnce claim on two nodes) ----

@@ -13,51 +13,66 @@ def writer():
     return StatusWriter(interval=0.2)
 
 
-def owner():
-    return {"kind": "Model", "metadata": {"uid": f"u-{time.monotonic_ns()}", "namespace": "ns", "name": "m"}}
+def owner(status: dict | None = None):
+    """A Model that has a status already (`status`), or a new one without."""
+    return {"kind": "Model", "metadata": {"uid": f"u-{time.monotonic_ns()}", "namespace": "ns", "name": "m"},
+            **({"status": status} if status else {})}
+
+
+def existing():
+    return owner({"phase": "Pending"})
 
 
 def recorder(log):
     return lambda o, old, new: log.append((old.get("phase"), new["phase"], new.get("n")))
 
 
-def test_first_write_is_at_once_and_an_unchanged_status_is_not_written(writer):
+def test_a_new_owners_first_status_waits_for_the_interval_and_the_last_one_is_written(writer):
     log, o = [], owner()
     writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Loading"}, recorder(log), urgent=False)
+    assert log == []
+    time.sleep(0.4)
+    assert log == [(None, "Loading", None)]  # one write for the way through Pending to Loading
+
+
+def test_an_owner_with_a_status_is_written_at_once_and_an_unchanged_status_is_not_written(writer):
+    log, o = [], owner({"phase": "Loading"})
     writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
-    assert log == [(None, "Pending", None)]
+    writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
+    assert log == [("Loading", "Pending", None)]
 
 
 def test_within_the_interval_the_last_held_status_is_written_once(writer):
-    log, o = [], owner()
+    log, o = [], existing()
     writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading", "n": 2}, recorder(log), urgent=False)
-    assert log == [(None, "Loading", 0)]
+    assert log == [("Pending", "Loading", 0)]
     time.sleep(0.4)
-    assert log == [(None, "Loading", 0), ("Loading", "Loading", 2)]
+    assert log == [("Pending", "Loading", 0), ("Loading", "Loading", 2)]
 
 
 def test_urgent_is_written_at_once_and_replaces_what_was_held(writer):
-    log, o = [], owner()
+    log, o = [], existing()
     writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)  # held
     writer.publish(o, {"phase": "Ready"}, recorder(log), urgent=True)
     time.sleep(0.4)
-    assert log == [(None, "Loading", 0), ("Loading", "Ready", None)]
+    assert log == [("Pending", "Loading", 0), ("Loading", "Ready", None)]
 
 
 def test_a_return_to_the_written_status_cancels_the_held_one(writer):
-    log, o = [], owner()
+    log, o = [], existing()
     writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)  # held
     writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)  # back to what was written
     time.sleep(0.4)
-    assert log == [(None, "Loading", 0)]
+    assert log == [("Pending", "Loading", 0)]
 
 
 def test_a_failed_held_write_is_tried_again(writer):
-    log, o, fail = [], owner(), [True]
+    log, o, fail = [], existing(), [True]
 
     def flaky(owner_, old, new):
         if new.get("n") == 1 and fail.pop(0) if fail else False:
@@ -71,7 +86,7 @@ def test_a_failed_held_write_is_tried_again(writer):
 
 
 def test_a_held_status_never_overwrites_a_newer_one(writer):
-    log, o = [], owner()
+    log, o = [], existing()
     writer.publish(o, {"phase": "Loading", "n": 0}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading", "n": 1}, recorder(log), urgent=False)  # held
     writer.publish(o, {"phase": "Ready"}, recorder(log), urgent=True)
