@@ -1,4 +1,4 @@
-"""kopf handlers: thin. Read (from kopf's watch-fed indexes), render (pure), apply what differs, report status.
+"""kopf handlers: thin. Read (from the operator's stores), render (pure), apply what differs, report status.
 
 Level-based and watch-driven: a change to a Model or an Agent, to one of their children, or to a Model an Agent
 uses, all run the same reconcile for the owner concerned, which writes only when desired and observed disagree.
@@ -12,14 +12,15 @@ import contextvars
 import datetime
 import logging
 from pathlib import Path
+from typing import Callable
 
 import kopf
 from kubernetes.client import ApiException
 
 from . import engine, fleet, kube, metrics, sync, webhookcert
 from . import inject, readiness
-from .modelcache import ModelCache
 from .retries import Retries
+from .store import Index, Store
 from .statuswriter import StatusWriter
 from .unconfigured import Reporter
 from .worklist import Worklist
@@ -35,14 +36,10 @@ from .status import Problem, compute_status, phase_event_due, pod_summary
 CONFIG = Config()
 FLEET = fleet.RolloutSlots(CONFIG.upgrade_rollouts_at_once)
 STATUS = StatusWriter()
-VIEW: dict = {}
 AGENT_FANOUT = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-fanout")
 WATCHED: list[str] = []
-# Admissions read Models from a cache of their own (see modelcache): kopf's indexes are incomplete at start and
-# frozen in a standby, while every replica answers admissions.
-MODEL_CACHE = ModelCache()
 EXCLUDED: set[str] = set()
-UNCONFIGURED = Reporter(MODEL_CACHE.lookup, EXCLUDED, WATCHED)
+UNCONFIGURED = Reporter(lambda key: lookup_model(key), EXCLUDED, WATCHED)
 # The webhook's one write (creating a namespace's ConfigMap) runs here, off the admission path.
 CONFIGMAP_WRITER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="configmap-writer")
 RETRY_FIRST, RETRY_MAX = 5, 300  # seconds: a change handler's retries wait 5, 10, 20, ... 300
@@ -50,33 +47,32 @@ log = logging.getLogger("modelplane")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, model_index, models_by_audience, configmap_index, deployment_index,
-              service_index, networkpolicy_index, pod_index, **_):
-    # kopf's live indexes, for reconciles started outside a handler of the Model concerned
-    VIEW.update(model_index=model_index, models_by_audience=models_by_audience, configmap_index=configmap_index,
-                children=(deployment_index, service_index, networkpolicy_index, pod_index))
+def configure(settings: kopf.OperatorSettings, **_):
+    for store in STORES.values():
+        store.start()
     # kopf's bookkeeping in our own annotations; status belongs to the status computation alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = AgentsOnlyDiffBase(prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Events in `kubectl describe` are the ones we post on purpose, plus warnings and errors.
     settings.posting.level = logging.WARNING
-    # No settings.batching.worker_limit: kopf's per-object workers wait for every index to be filled, and filling
-    # them takes workers too; with a limit, a burst of new objects took every slot and nothing ever ran.
     # A replica that dies without saying goodbye is forgotten after this long, and a standby takes over.
     settings.peering.lifetime = 20
     watch_only_our_own(settings)
     if CONFIG.metrics_port:
         metrics.serve(CONFIG.metrics_port)
     if CONFIG.webhook_port:
-        MODEL_CACHE.start()
         serve_webhook(settings)
     if CONFIG.readiness_port:
         readiness.serve(CONFIG.readiness_port,
-                        lambda: not CONFIG.webhook_port or MODEL_CACHE.synced.is_set())
+                        lambda: not CONFIG.webhook_port or STORES["Model"].synced.is_set())
     if settings.peering.name and not settings.peering.standalone:
         # kopf needs its peering object to exist; a chart cannot ship it beside its CRD, so the operator makes it.
         kube.ensure_cluster_peering(settings.peering.name)
+    # The stores have listed everything before kopf's watches start: the first reconciles see every child and pod.
+    for store in STORES.values():
+        while not store.synced.wait(30):
+            log.warning("still listing %s", store.name)
 
 
 class AgentsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -168,63 +164,98 @@ def latest(kind: str, index, key, body) -> dict:
     return {**known, "metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
 
 
-# --- indexes: the operator's view of the cluster, kept current by watches --------------------------------------
-# Each maps a key to the objects kopf saw for it (a list, usually of one): sync.first() takes that one.
+# --- stores: the operator's view of the cluster (see store.py) ------------------------------------------------
+# Each index maps a key to the values objects gave for it (a list, usually of one): sync.first() takes that one.
 Key = tuple[str, str]  # (namespace, name)
-Snapshots = kopf.Index[Key, dict]
-
-@kopf.index(GROUP, VERSION, "models")
-def model_index(namespace, name, body, **_) -> dict[Key, dict]:
-    return {(namespace, name): snapshot("Model", body)}
+Snapshots = Index
 
 
-@kopf.index(GROUP, VERSION, "models")
-def models_by_audience(namespace, name, body, **_):
+def _key(obj: dict) -> Key:
+    return obj["metadata"].get("namespace"), obj["metadata"]["name"]
+
+
+def _by_name(obj: dict) -> dict[Key, dict]:
+    return {_key(obj): slim(obj)}
+
+
+def model_entry(obj: dict) -> dict[Key, dict]:
+    return {_key(obj): snapshot("Model", obj)}
+
+
+def models_by_audience(obj: dict) -> dict[str, Key]:
     """A namespace (or "*", all) -> the Models that serve it: a namespace's ConfigMap is rebuilt from its own."""
-    return {audience: (namespace, name) for audience in audiences(body)}
+    return {audience: _key(obj) for audience in audiences(obj)}
 
 
-@kopf.index(GROUP, VERSION, "agents")
-def agent_index(namespace, name, body, **_):
-    return {(namespace, name): snapshot("Agent", body)}
+def agent_entry(obj: dict) -> dict[Key, dict]:
+    return {_key(obj): snapshot("Agent", obj)}
 
 
-@kopf.index(GROUP, VERSION, "agents")
-def agents_by_model(namespace, name, spec, **_):
+def agents_by_model(obj: dict) -> dict[Key, Key]:
     """(model namespace, model name) -> the Agents that reference it, for live updates."""
-    return {((ref.get("namespace") or namespace), ref["name"]): (namespace, name) for ref in spec.get("models") or []}
+    namespace = obj["metadata"]["namespace"]
+    return {((ref.get("namespace") or namespace), ref["name"]): _key(obj)
+            for ref in (obj.get("spec") or {}).get("models") or []}
 
 
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployment_index(namespace, name, body, **_):
-    return {(namespace, name): slim(body)}
+def pod_entry(obj: dict) -> dict[Key, dict]:
+    return {(obj["metadata"]["namespace"], obj["metadata"]["labels"][MODEL_LABEL]): pod_summary(obj)}
 
 
-@kopf.index("v1", "services", labels=MANAGED)
-def service_index(namespace, name, body, **_):
-    return {(namespace, name): slim(body)}
+def collection(prefix: str, plural: str) -> Callable[[str | None], str]:
+    return lambda namespace: f"{prefix}/namespaces/{namespace}/{plural}" if namespace else f"{prefix}/{plural}"
 
 
-@kopf.index("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
-def networkpolicy_index(namespace, name, body, **_):
-    """Watched whether policies are on or off: switched off, the ones written before are found and deleted."""
-    return {(namespace, name): slim(body)}
+def make_stores(namespaces: list[str]) -> dict[str, Store]:
+    """Every kind the operator reads, label-selected on the server as kopf's watches are (WATCH_SELECTORS)."""
+    own, core, apps = f"/apis/{GROUP}/{VERSION}", "/api/v1", "/apis/apps/v1"
+    net = "/apis/networking.k8s.io/v1"
+
+    def make(name, prefix, plural, indexes, resource=None):
+        selector = label_selector(WATCH_SELECTORS[resource]) if resource else ""
+        return Store(name, collection(prefix, plural), indexes, selector=selector, namespaces=namespaces)
+    return {"Model": make("models", own, "models", {"name": model_entry, "audience": models_by_audience}),
+            "Agent": make("agents", own, "agents", {"name": agent_entry, "model": agents_by_model}),
+            "Deployment": make("deployments", apps, "deployments", {"name": _by_name}, ("apps", "v1", "deployments")),
+            "Service": make("services", core, "services", {"name": _by_name}, ("v1", "services")),
+            # watched whether policies are on or off: switched off, the ones written before are found and deleted
+            "NetworkPolicy": make("networkpolicies", net, "networkpolicies", {"name": _by_name},
+                                  ("networking.k8s.io", "v1", "networkpolicies")),
+            "ConfigMap": make("configmaps", core, "configmaps", {"name": _by_name}, ("v1", "configmaps")),
+            "Pod": make("pods", core, "pods", {"model": pod_entry}, ("v1", "pods"))}
 
 
-@kopf.index("v1", "configmaps", labels=MANAGED)
-def configmap_index(namespace, name, body, **_):
-    return {(namespace, name): slim(body)}
+STORES = make_stores([])
 
 
-@kopf.index("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
-def pod_index(namespace, labels, body, **_):
-    return {(namespace, labels[MODEL_LABEL]): pod_summary(body)}
+def index(kind: str, name: str = "name") -> Index:
+    return STORES[kind][name]
+
+
+def lookup_model(key: Key) -> dict | None:
+    """Admissions read Models from their store too: it lists and watches in every replica, a standby included, and
+    `/readyz` says ready once it has listed (kopf's view is frozen in a standby)."""
+    return sync.first(index("Model"), key)
+
+
+def children() -> tuple[Index, Index, Index, Index]:
+    """What a Model's reconcile reads: its Deployment, Service, NetworkPolicy and pods."""
+    return index("Deployment"), index("Service"), index("NetworkPolicy"), index("Pod", "model")
+
+
+def offer(type: str | None, body) -> None:
+    """An object from kopf's event: into its store (kopf's watch and the store's may be apart; the newer wins)."""
+    store = STORES[body["kind"]]
+    if type == "DELETED":
+        store.remove(body)
+    else:
+        store.offer(dict(body))
 
 
 # --- Models -----------------------------------------------------------------------------------------------------
 
 def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Snapshots,
-                    networkpolicy_index: Snapshots, pod_index: kopf.Index[Key, dict]) -> Problem | None:
+                    networkpolicy_index: Snapshots, pod_index: Index) -> Problem | None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
         # A status computed from an older generation: the spec changed since (children differing are Updated, not
@@ -255,10 +286,12 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
             new = fleet.waiting_status(new, FLEET.waiting(uid), CONFIG.upgrade_rollouts_at_once)
         elif fleet.settled(new):
             roll_next_in_line(uid)
-        # What a person acts on is written at once; the routine way up and progress are spaced (see statuswriter),
-        # so that a Model that passes through Pending and Loading within the interval costs one write.
-        urgent = bool(problem) or phase_event_due(STATUS.previous(model).get("phase"), new["phase"],
-                                                  been_ready(model))
+        # What a person acts on is written at once, and so is a new phase unless the writer is busy (a burst); the
+        # rest is spaced (see statuswriter), so that under load a Model that passes through Pending, Loading and
+        # Ready within the interval costs one write.
+        was = STATUS.previous(model).get("phase")
+        urgent = (bool(problem) or phase_event_due(was, new["phase"], been_ready(model))
+                  or (was != new["phase"] and not STATUS.busy()))
         STATUS.publish(model, new, write_model_status, urgent=urgent)
         return problem
 
@@ -329,29 +362,28 @@ RETRIES = Retries(RETRY_FIRST, RETRY_MAX)
 
 
 @kopf.on.event(GROUP, VERSION, "models")
-def model_event(type, body, uid, namespace, name, configmap_index, agents_by_model, agent_index, model_index,
-                deployment_index, **_):
+def model_event(type, body, uid, namespace, name, **_):
     """One handler for every Model event (each handler costs kopf some work per event): the Model's own reconcile,
     the namespace ConfigMaps of the pods it serves, and the Agents that use it."""
     meta = body["metadata"]
+    offer(type, body)
     if type == "DELETED":
         forget_owner("Model", namespace, name, uid)
     elif not meta.get("deletionTimestamp") and _applied.get(uid) != meta.get("generation"):
         reconcile_model_at((namespace, name))
-    model_seen_by_injected_pods(type, namespace, name, body, configmap_index)
-    model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
-                         configmap_index)
+    model_seen_by_injected_pods(type, namespace, name, body)
+    model_seen_by_agents(namespace, name)
 
 
 def reconcile_model_at(key: Key) -> None:
     """Reconcile the Model at `key` as the index has it; after a problem (status says which) or a failed request,
     again later, waiting longer each time (RETRY_FIRST seconds, doubling up to RETRY_MAX)."""
-    model = sync.first(VIEW["model_index"], key)
+    model = sync.first(index("Model"), key)
     if model is None or model["metadata"].get("deletionTimestamp"):
         RETRIES.clear(key)
         return
     try:
-        problem = reconcile_model(dict(model), *VIEW["children"])
+        problem = reconcile_model(dict(model), *children())
         why = problem and f"{problem.reason}: {problem.message}"
     except ApiException as e:
         why = f"API request failed ({e.status} {e.reason})"
@@ -404,8 +436,8 @@ def roll_next_in_line(uid: str) -> None:
 @kopf.on.event("v1", "services", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
-def model_child_changed(type, body, namespace, labels, model_index, deployment_index, service_index,
-                        networkpolicy_index, pod_index, **_):
+def model_child_changed(type, body, namespace, labels, **_):
+    offer(type, body)
     if already_read(("Model", namespace, labels.get(MODEL_LABEL)), type, body):
         return
     reconcile_model_at((namespace, labels.get(MODEL_LABEL)))
@@ -451,17 +483,22 @@ def write_agent_status(agent: dict, old: dict, new: dict) -> None:
 @kopf.on.resume(GROUP, VERSION, "agents", backoff=5)
 @kopf.on.create(GROUP, VERSION, "agents", backoff=5)
 @kopf.on.update(GROUP, VERSION, "agents", field="spec", backoff=5)
-def agent_changed(namespace, name, agent_index, model_index, deployment_index, configmap_index, body, reason, retry,
-                  **_):
-    agent = latest("Agent", agent_index, (namespace, name), body)
-    retry_on_problem(retry, reconcile_agent, agent, model_index, deployment_index, configmap_index,
+def agent_changed(namespace, name, body, reason, retry, **_):
+    offer(None, body)
+    agent = latest("Agent", index("Agent"), (namespace, name), body)
+    retry_on_problem(retry, reconcile_agent, agent, index("Model"), index("Deployment"), index("ConfigMap"),
                      cause=str(reason))
+
+
+@kopf.on.event(GROUP, VERSION, "agents")
+def agent_event(type, body, **_):
+    offer(type, body)
 
 
 _served: dict[Key, set[str]] = {}  # Model -> the namespaces it served when last seen (to drop it where it no longer does)
 
 
-def model_seen_by_injected_pods(type, namespace, name, body, configmap_index) -> None:
+def model_seen_by_injected_pods(type, namespace, name, body) -> None:
     """A Model appeared, changed, moved through its phases or went away: the ConfigMaps of the namespaces it serves
     (and served) are marked for a rebuild, which one background thread does, a burst of events costing one write
     per namespace; pods that could not be configured before may be told to restart."""
@@ -473,13 +510,13 @@ def model_seen_by_injected_pods(type, namespace, name, body, configmap_index) ->
         _served[(namespace, name)] = serves
     if not NAMESPACE_CONFIGMAPS.rounds:  # the first events since start: any ConfigMap may be stale, check them all
         served = {"*"}
-    kept = {key[0] for key in list(configmap_index) if key[1] == NAMESPACE_CONFIGMAP}
+    kept = {key[0] for key in index("ConfigMap") if key[1] == NAMESPACE_CONFIGMAP}
     NAMESPACE_CONFIGMAPS.mark(configmaps_to_rebuild(serves, served, kept))
 
 
 def models_serving(namespace: str) -> list[dict]:
     """Read from the audience index: the cost is the Models that serve `namespace`, not all of them."""
-    by_audience, model_index = VIEW["models_by_audience"], VIEW["model_index"]
+    by_audience, model_index = index("Model", "audience"), index("Model")
     keys = {*by_audience.get(namespace, []), *by_audience.get("*", [])}
     return [m for m in (sync.first(model_index, key) for key in keys) if m is not None]
 
@@ -489,7 +526,7 @@ def rebuild_namespace_configmap(namespace: str) -> None:
     in NAMESPACE_CONFIGMAPS' thread; a namespace that is going away refuses, and is not tried again."""
     with sync.lock(("ConfigMap", namespace, NAMESPACE_CONFIGMAP)):
         desired = namespace_configmap(namespace, models_serving(namespace), CONFIG)
-        actual = sync.first(VIEW["configmap_index"], (namespace, NAMESPACE_CONFIGMAP))
+        actual = sync.first(index("ConfigMap"), (namespace, NAMESPACE_CONFIGMAP))
         if actual is None or sync.differs(desired, actual):
             try:
                 sync.write(desired)
@@ -503,31 +540,32 @@ NAMESPACE_CONFIGMAPS = Worklist(rebuild_namespace_configmap, "namespace-configma
 
 
 @kopf.on.event("v1", "configmaps", labels=MANAGED, when=lambda name, **_: name == NAMESPACE_CONFIGMAP)
-def namespace_configmap_changed(namespace, **_):
+def namespace_configmap_changed(type, body, namespace, **_):
     """Edited or deleted by hand: put back (pods of the namespace mount it)."""
+    offer(type, body)
     NAMESPACE_CONFIGMAPS.mark([namespace])
 
 
-def model_seen_by_agents(namespace, name, agents_by_model, agent_index, model_index, deployment_index,
-                         configmap_index) -> None:
+def model_seen_by_agents(namespace, name) -> None:
     """A Model appeared, changed, moved through its phases or went away: every Agent using it follows."""
     # Agents follow in parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents.
     # Each task gets its own copy of this handler's context, where kopf keeps what posting Events needs.
-    tasks = [AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, agent_index, agent_key,
-                                 reconcile_agent, model_index, deployment_index, configmap_index, cause="model")
-             for agent_key in set(agents_by_model.get((namespace, name), []))]
+    tasks = [AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, index("Agent"), agent_key,
+                                 reconcile_agent, index("Model"), index("Deployment"), index("ConfigMap"),
+                                 cause="model")
+             for agent_key in set(index("Agent", "model").get((namespace, name), []))]
     for task in tasks:
         task.result()
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "configmaps", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
-def agent_child_changed(type, body, namespace, labels, agent_index, model_index, deployment_index, configmap_index,
-                        **_):
+def agent_child_changed(type, body, namespace, labels, **_):
+    offer(type, body)
     if already_read(("Agent", namespace, labels.get(AGENT_LABEL)), type, body):
         return
-    reconcile_owner_of_event(agent_index, (namespace, labels.get(AGENT_LABEL)), reconcile_agent, model_index,
-                             deployment_index, configmap_index)
+    reconcile_owner_of_event(index("Agent"), (namespace, labels.get(AGENT_LABEL)), reconcile_agent, index("Model"),
+                             index("Deployment"), index("ConfigMap"))
 
 
 # --- injection into any pod (mutating admission webhook) ---------------------------------------------------------
@@ -541,7 +579,7 @@ def make_namespace_configmap(namespace: str) -> None:
     if namespace in _configmap_made:
         return
     with sync.lock(("ConfigMap", namespace, NAMESPACE_CONFIGMAP)):
-        desired = namespace_configmap(namespace, MODEL_CACHE.models(), CONFIG)
+        desired = namespace_configmap(namespace, index("Model").values(), CONFIG)
         if sync.existing(desired) is None:
             kube.apply(desired)
         _configmap_made.add(namespace)
@@ -559,12 +597,12 @@ async def inject_pod(body, patch, warnings, dryrun, **_):
     namespace = body["metadata"].get("namespace")
     if not namespace or (body["metadata"].get("labels") or {}).get(inject.INJECT_LABEL) == "false":
         return
-    if not MODEL_CACHE.synced.is_set():
+    if not STORES["Model"].synced.is_set():
         # Readiness keeps the webhook Service off this replica until now; a direct call (or a race) still lands.
         patch.metadata.setdefault("annotations", {})[inject.ERROR_ANNOTATION] = inject.NOT_SERVING
         warnings.append(f"modelplane: {inject.NOT_SERVING}; this pod is not configured (re-create it)")
         return
-    resolved = inject.requested(pod, namespace, MODEL_CACHE.models(), MODEL_CACHE.lookup)
+    resolved = inject.requested(pod, namespace, index("Model").values(), lookup_model)
     fields, problems = inject.mutation(pod, resolved, CONFIG)
     patch.spec["containers"] = fields["containers"]
     patch.spec["volumes"] = fields["volumes"]
@@ -579,13 +617,13 @@ def install(config: Config) -> None:
     """Called once by main before kopf runs: the settings every handler reads, and the admission handler, registered
     only where a webhook is served (kopf refuses to start with admission handlers and no server, and an operator run
     without --webhook-port still reconciles Models and Agents)."""
-    global CONFIG, WATCHED, EXCLUDED, MODEL_CACHE, UNCONFIGURED, FLEET
+    global CONFIG, WATCHED, EXCLUDED, UNCONFIGURED, FLEET, STORES
     CONFIG = config
     FLEET = fleet.RolloutSlots(config.upgrade_rollouts_at_once)
     WATCHED = list(config.watch_namespaces)
+    STORES = make_stores(WATCHED)
     EXCLUDED = {n for n in [*config.webhook_excluded_namespaces, config.namespace] if n}
-    MODEL_CACHE = ModelCache(WATCHED)
-    UNCONFIGURED = Reporter(MODEL_CACHE.lookup, EXCLUDED, WATCHED)
+    UNCONFIGURED = Reporter(lookup_model, EXCLUDED, WATCHED)
     if config.webhook_port:
         kopf.on.mutate("v1", "pods", id=inject.WEBHOOK_PATH.strip("/"), operations=["CREATE"],
                        ignore_failures=True)(inject_pod)

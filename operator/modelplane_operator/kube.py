@@ -63,11 +63,11 @@ def request(method: str, path: str, body=None, *, query: dict | None = None,
     return json.loads(resp.data) if resp.data else {}
 
 
-def watch(path: str, resource_version: str, timeout_seconds: int):
+def watch(path: str, resource_version: str, timeout_seconds: int, query: dict | None = None):
     """Yield the watch events ({type, object}) of a collection from `resource_version`, with bookmarks, until the
-    server ends the watch (after about `timeout_seconds`)."""
+    server ends the watch (after about `timeout_seconds`). `query`: more parameters (a labelSelector)."""
     client = api_client()
-    query = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+    query = {**(query or {}), "watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
              "timeoutSeconds": str(timeout_seconds)}
     params = client.param_serialize("GET", path, query_params=list(query.items()),
                                     header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])

@@ -1,12 +1,14 @@
 """Writing Model and Agent status: only when it changed, at once for what a person acts on, and routine progress
 (a pod scheduled, a replica counted, the way up of a new Model) at most once per interval per owner, the last status
-computed in the interval being the one written when it ends. A new owner's first status waits for the interval too:
-a Model that is Pending and then Loading within it costs one write."""
+computed in the interval being the one written when it ends. Under load (many status writes a second, as in a
+burst of new Models) a new owner's first status waits for the interval too, and so do the phases of its way up
+(see handlers): a Model that is Pending, Loading and Ready within it costs one write."""
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import collections
 import math
 import threading
 import time
@@ -21,8 +23,10 @@ Write = Callable[[dict, dict, dict], None]
 
 
 class StatusWriter:
-    def __init__(self, interval: float = 1.0):
-        self.interval = interval
+    def __init__(self, interval: float = 1.0, busy_writes: int = 5):
+        """`busy_writes`: status writes in the last `interval` from which the writer counts as busy."""
+        self.interval, self.busy_writes = interval, busy_writes
+        self._recent: collections.deque[float] = collections.deque()  # times of the writes in the last interval
         # What this process last wrote, by owner uid. The watches lag behind our own writes; comparing with them
         # alone would repeat writes and Events. After a restart the watches (fresh from a list) are the truth.
         self._written: dict[str, dict] = {}
@@ -35,6 +39,12 @@ class StatusWriter:
         """The status last written for `owner` (by this process, else as the watches show it)."""
         return self._written.get(owner["metadata"]["uid"]) or owner.get("status") or {}
 
+    def busy(self) -> bool:
+        now = time.monotonic()
+        while self._recent and self._recent[0] < now - self.interval:
+            self._recent.popleft()
+        return len(self._recent) >= self.busy_writes
+
     def publish(self, owner: dict, new: dict, write: Write, *, urgent: bool) -> None:
         """Write `new` if it differs from the previous status: now when `urgent` or when the owner's interval has
         passed, else when it ends (unless a newer status replaces it first, or the status returns to what was
@@ -45,8 +55,8 @@ class StatusWriter:
             if not status_changed(old, new):
                 self._held.pop(uid, None)
                 return
-            if not old and uid not in self._last_write:
-                self._last_write[uid] = time.monotonic()  # a new owner: its interval starts now
+            if not old and uid not in self._last_write and self.busy():
+                self._last_write[uid] = time.monotonic()  # a new owner, under load: its interval starts now
             wait = self._last_write.get(uid, -math.inf) + self.interval - time.monotonic()
             if urgent or wait <= 0:
                 self._write(owner, old, new, write)
@@ -71,6 +81,7 @@ class StatusWriter:
         uid = owner["metadata"]["uid"]
         self._written[uid] = owner["status"] = new
         self._last_write[uid] = time.monotonic()
+        self._recent.append(self._last_write[uid])
         self._held.pop(uid, None)  # whatever waited is older than this
         kind = owner.get("kind", "Model")
         metrics.STATUS_WRITES.labels(kind).inc()

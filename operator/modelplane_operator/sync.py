@@ -152,7 +152,9 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
             metrics.APPLIES.labels(kind, verb).inc()
             applied.setdefault(verb, []).append(f"{kind} {name}")
     for verb, children in applied.items():
-        if verb != "Created":  # a new owner's children are what its author asked for; status shows them
+        # Not for a new owner's children (what its author asked for) nor for an Agent following its Model (routine):
+        # status shows both.
+        if verb != "Created" and cause != "model":
             post(owner, "Normal", verb, f"{verb} {', '.join(children)}")
     uid = owner["metadata"]["uid"]
     if problems and _last_problem.get(uid) != problems[-1]:

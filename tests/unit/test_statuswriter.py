@@ -27,13 +27,30 @@ def recorder(log):
     return lambda o, old, new: log.append((old.get("phase"), new["phase"], new.get("n")))
 
 
-def test_a_new_owners_first_status_waits_for_the_interval_and_the_last_one_is_written(writer):
-    log, o = [], owner()
+def test_under_load_a_new_owners_first_status_waits_for_the_interval_and_the_last_one_is_written():
+    writer, log, o = StatusWriter(interval=0.2, busy_writes=0), [], owner()
+    assert writer.busy()
     writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading"}, recorder(log), urgent=False)
     assert log == []
     time.sleep(0.4)
     assert log == [(None, "Loading", None)]  # one write for the way through Pending to Loading
+
+
+def test_idle_a_new_owners_first_status_is_written_at_once(writer):
+    log, o = [], owner()
+    assert not writer.busy()
+    writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
+    assert log == [(None, "Pending", None)]
+
+
+def test_busy_after_many_writes_in_the_interval():
+    writer = StatusWriter(interval=0.2, busy_writes=3)
+    for _ in range(3):
+        writer.publish(owner(), {"phase": "Pending"}, lambda *a: None, urgent=True)
+    assert writer.busy()
+    time.sleep(0.3)
+    assert not writer.busy()
 
 
 def test_an_owner_with_a_status_is_written_at_once_and_an_unchanged_status_is_not_written(writer):

@@ -1,0 +1,187 @@
+"""The objects the operator reads, kept in memory by list-then-watch loops of its own: label-selected on the server,
+slimmed, and indexed by the keys reconciles look them up with.
+
+Why not kopf's indexes: until every indexed object has been listed, kopf holds every object's handler and wakes all
+of them each time one more object is indexed, which grows with the square of the objects (33 s to restart with 1000
+Models, see bench/README.md); a standby replica's indexes are frozen, too. kopf still delivers the events that start
+reconciles (its peering pauses them in a standby), and offers each event's object here, so that a reconcile never
+reads an older object than the event that started it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Hashable, Iterable
+
+from kubernetes.client import ApiException
+
+from . import kube
+
+log = logging.getLogger("modelplane")
+WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last resourceVersion
+TOMBSTONES = 10_000  # deletions remembered
+PAGE = 250  # objects per list request
+IndexFn = Callable[[dict], dict]  # object -> {key: value}, as a kopf index function returns
+
+
+def newer(a: str | None, b: str | None) -> bool:
+    """resourceVersion `a` is newer than `b`. They are etcd revisions: Kubernetes 1.34 documents them as comparable
+    integers (KEP-5504); anything else (never seen here) counts as newer, so the latest event wins."""
+    try:
+        return int(a) > int(b)
+    except (TypeError, ValueError):
+        return True
+
+
+class Index:
+    """key -> the values objects gave for it; `get` answers like a kopf index (a collection, usually of one)."""
+
+    def __init__(self, fn: IndexFn):
+        self.fn = fn
+        self._values: dict[Hashable, dict[tuple, object]] = {}
+
+    def get(self, key, default=()):
+        found = self._values.get(key)
+        return list(found.values()) if found else default
+
+    def __iter__(self):
+        return iter(list(self._values))
+
+    def values(self) -> list:
+        """Every value (a copy: the store's threads go on changing it)."""
+        return [v for found in list(self._values.values()) for v in list(found.values())]
+
+    def __contains__(self, key) -> bool:
+        return key in self._values
+
+    def _put(self, obj_key: tuple, old: dict, new: dict) -> None:
+        for key in old:
+            if key not in new:
+                values = self._values.get(key, {})
+                values.pop(obj_key, None)
+                if not values:
+                    self._values.pop(key, None)
+        for key, value in new.items():
+            self._values.setdefault(key, {})[obj_key] = value
+
+
+class Store:
+    """One kind of object (one collection path per watched namespace, or one for the cluster), with its indexes."""
+
+    def __init__(self, name: str, collection: Callable[[str | None], str], indexes: dict[str, IndexFn],
+                 selector: str = "", namespaces: Iterable[str] = ()):
+        """`collection(namespace)`: the API path of the collection (namespace None: the whole cluster)."""
+        self.name, self.collection, self.selector = name, collection, selector
+        self.namespaces = list(namespaces)
+        self.indexes = {n: Index(fn) for n, fn in indexes.items()}
+        self.synced = threading.Event()
+        self._objects: dict[tuple, tuple[str | None, dict[str, dict]]] = {}  # (ns, name) -> (version, index entries)
+        # (ns, name) -> the version it was deleted at: an older event that arrives later (kopf's and this store's
+        # watches run apart) must not bring it back
+        self._deleted: dict[tuple, str | None] = {}
+        self._lock = threading.Lock()
+        self._listed: set[str] = set()
+        self._threads: list[threading.Thread] = []
+
+    def __getitem__(self, index: str) -> Index:
+        return self.indexes[index]
+
+    # --- what the watches and kopf's events bring ------------------------------------------------------------
+
+    def offer(self, obj: dict, listing: bool = False) -> bool:
+        """Keep `obj` unless a newer version of it is kept already; True when kept."""
+        meta = obj["metadata"]
+        key, version = (meta.get("namespace"), meta["name"]), meta.get("resourceVersion")
+        with self._lock:
+            old_version, old = self._objects.get(key, (None, {}))
+            if not listing and key in self._objects and not newer(version, old_version):
+                return False
+            if not listing and key in self._deleted and not newer(version, self._deleted[key]):
+                return False
+            self._deleted.pop(key, None)
+            new = {n: index.fn(obj) for n, index in self.indexes.items()}
+            for n, index in self.indexes.items():
+                index._put(key, old.get(n, {}), new[n])
+            self._objects[key] = (version, new)
+            return True
+
+    def remove(self, obj: dict) -> None:
+        meta = obj["metadata"]
+        key = (meta.get("namespace"), meta["name"])
+        with self._lock:
+            _, old = self._objects.pop(key, (None, {}))
+            self._deleted[key] = meta.get("resourceVersion")
+            while len(self._deleted) > TOMBSTONES:
+                del self._deleted[next(iter(self._deleted))]  # the oldest deletions: their late events came long ago
+            for n, index in self.indexes.items():
+                index._put(key, old.get(n, {}), {})
+
+    def replace(self, namespace: str | None, items: list[dict]) -> None:
+        """A fresh listing of `namespace` (None: everything): what it no longer holds is forgotten."""
+        listed = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in items}
+        with self._lock:
+            gone = [k for k in self._objects if (namespace is None or k[0] == namespace) and k not in listed]
+        for ns, name in gone:
+            self.remove({"metadata": {"namespace": ns, "name": name}})
+        for obj in items:
+            self.offer(obj, listing=True)
+        with self._lock:
+            self._listed.add(self.collection(namespace))
+            if self._listed >= {self.collection(ns) for ns in self._scopes()}:
+                self.synced.set()
+
+    # --- the list-then-watch loops ----------------------------------------------------------------------------
+
+    def start(self) -> "Store":
+        for ns in self._scopes():
+            thread = threading.Thread(target=self._follow, args=(ns,), name=f"store-{self.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _scopes(self) -> list[str | None]:
+        return list(self.namespaces) or [None]
+
+    def _follow(self, namespace: str | None) -> None:
+        path = self.collection(namespace)
+        query = {"labelSelector": self.selector} if self.selector else {}
+        while True:
+            try:
+                items, version = self._list(path, query)
+                self.replace(namespace, items)
+                self._watch(path, query, version)
+            except Exception as e:  # noqa: BLE001  the store must outlive any API hiccup: list again
+                log.warning("store of %s (%s): %s; listing again", self.name, path, e)
+                time.sleep(2)
+
+    def _list(self, path: str, query: dict) -> tuple[list[dict], str]:
+        """Every object (in pages: a whole list at once would be parsed at once, a peak of memory), slimmed as it
+        comes, and the version to watch from."""
+        items, token = [], ""
+        while True:
+            page = kube.request("GET", path, query={**query, "limit": str(PAGE), **({"continue": token} if token
+                                                                                  else {})})
+            # A list's items come without apiVersion and kind (watch events have them): the kept copies are
+            # compared with what the operator renders, so they get them back.
+            kind = {"apiVersion": page.get("apiVersion"), "kind": page.get("kind", "").removesuffix("List")}
+            items += [{**kind, **item} for item in page.get("items") or []]
+            token = page["metadata"].get("continue")
+            if not token:
+                return items, page["metadata"]["resourceVersion"]
+
+    def _watch(self, path: str, query: dict, version: str) -> None:
+        """Follow `path` from `version` until the server says it is too old (410), then return (to list again)."""
+        while True:
+            for event in kube.watch(path, version, WATCH_SECONDS, query=query):
+                obj = event["object"]
+                if event["type"] == "ERROR":
+                    if obj.get("code") == 410:
+                        return
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = obj["metadata"]["resourceVersion"]
+                if event["type"] == "DELETED":
+                    self.remove(obj)
+                elif event["type"] != "BOOKMARK":
+                    self.offer(obj)

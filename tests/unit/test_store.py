@@ -1,0 +1,59 @@
+"""The operator's stores: indexes follow every object's latest version, whichever watch brings it first; a listing
+replaces; a deleted object's late events do not bring it back."""
+
+from modelplane_operator.store import Store, newer
+
+
+def obj(name, version, model="m", namespace="ns"):
+    return {"metadata": {"namespace": namespace, "name": name, "resourceVersion": str(version),
+                         "labels": {"model": model}}}
+
+
+def store():
+    return Store("pods", lambda ns: f"/api/v1/namespaces/{ns}/pods" if ns else "/api/v1/pods",
+                 {"name": lambda o: {(o["metadata"]["namespace"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]},
+                  "model": lambda o: {(o["metadata"]["namespace"], o["metadata"]["labels"]["model"]): o["metadata"]["name"]}})
+
+
+def test_newest_version_wins_whichever_arrives_first():
+    s = store()
+    assert s.offer(obj("p", 5))
+    assert not s.offer(obj("p", 4))  # the other watch, late
+    assert not s.offer(obj("p", 5))
+    assert s.offer(obj("p", 6))
+    assert s["name"].get(("ns", "p")) == ["6"]
+
+
+def test_an_object_that_moves_between_keys_leaves_the_old_one():
+    s = store()
+    s.offer(obj("p", 1, model="a"))
+    s.offer(obj("q", 1, model="a"))
+    s.offer(obj("p", 2, model="b"))
+    assert s["model"].get(("ns", "a")) == ["q"] and s["model"].get(("ns", "b")) == ["p"]
+    assert sorted(s["model"]) == [("ns", "a"), ("ns", "b")] and ("ns", "b") in s["model"]
+
+
+def test_a_deleted_object_is_not_brought_back_by_an_older_event():
+    s = store()
+    s.offer(obj("p", 5))
+    s.remove(obj("p", 7))
+    assert s["name"].get(("ns", "p")) == () and s["model"].get(("ns", "m"), None) is None
+    assert not s.offer(obj("p", 6))  # kopf's event of an older version, after the store's DELETED
+    assert s.offer(obj("p", 8))  # re-created
+    assert s["name"].get(("ns", "p")) == ["8"]
+
+
+def test_a_listing_replaces_what_the_store_held_in_its_scope_and_marks_it_synced():
+    s = Store("pods", lambda ns: f"/api/v1/namespaces/{ns}/pods", {"name": lambda o: {o["metadata"]["name"]: 1}},
+              namespaces=["a", "b"])
+    s.offer(obj("gone", 1, namespace="a"))
+    s.offer(obj("other", 1, namespace="b"))
+    s.replace("a", [obj("kept", 3, namespace="a")])
+    assert sorted(s["name"]) == ["kept", "other"] and not s.synced.is_set()
+    s.replace("b", [])
+    assert list(s["name"]) == ["kept"] and s.synced.is_set()
+
+
+def test_resource_versions_compare_as_numbers():
+    assert newer("10", "9") and not newer("9", "10") and not newer("9", "9")
+    assert newer("x", "9")  # never seen: the latest event wins
