@@ -450,7 +450,9 @@ def main(argv=None) -> int:
             op.stop()
             before = versions(kube)
             mark = audit.mark()
-            op = Operator(kube, work, name="operator-restarted", verbose=False).start()
+            # its predecessor's webhook port and certificates, as a chart install's Service and Secret keep them: the
+            # webhook configuration is found as it was left (nothing to write)
+            op = Operator(kube, work, name="operator-restarted", verbose=False, webhook_port=op.webhook_port).start()
             total = len(before) // 3
             verified = wait_reconciled(op, total)
             time.sleep(2)  # anything the restart would write comes right after its reconcile
@@ -672,7 +674,7 @@ def unrelated(kube: Kube, op: Operator, work: Path, audit: Audit, count: int) ->
     rss_created = rss_mb(op.proc.pid)
     op.stop()
     mark = audit.mark()
-    op = Operator(kube, work, name="operator-unrelated", verbose=False).start()
+    op = Operator(kube, work, name="operator-unrelated", verbose=False, webhook_port=op.webhook_port).start()
     verified = wait_reconciled(op, models)
     time.sleep(2)
     rss_restarted, peak_restarted = rss_mb(op.proc.pid), round(proc_stats(op.proc.pid)[1], 1)
