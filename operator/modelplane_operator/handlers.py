@@ -20,7 +20,7 @@ from kubernetes.client import ApiException
 from . import engine, fleet, kube, metrics, sync, webhookcert
 from . import inject, readiness
 from .retries import Retries
-from .store import Index, Store
+from .store import PAGE, Index, Store
 from .statuswriter import StatusWriter
 from .unconfigured import Reporter
 from .worklist import Worklist
@@ -59,6 +59,7 @@ def configure(settings: kopf.OperatorSettings, **_):
     # A replica that dies without saying goodbye is forgotten after this long, and a standby takes over.
     settings.peering.lifetime = 20
     watch_only_our_own(settings)
+    settings.watching.chunk_size = PAGE  # kopf's first lists in pages too: a whole list parsed at once is a peak
     if CONFIG.metrics_port:
         metrics.serve(CONFIG.metrics_port)
     if CONFIG.webhook_port:
