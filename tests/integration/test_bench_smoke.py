@@ -45,14 +45,14 @@ def test_bench_smoke(tmp_path):
 
 
 def test_bench_smoke_kubeai(tmp_path):
-    """KubeAI side by side, small: 5 Models (its one worker pauses 3 s after each new pod), the short lease only,
+    """KubeAI side by side, small: a burst of 3 Models (its one worker pauses 3 s after each new pod), the short lease only,
     no latency samples. Only where hack/build-kubeai.sh already cached the binary: building it takes minutes."""
     if kubeai.cached_binary() is None:
         pytest.skip("KubeAI's binary is not cached: `bash hack/build-kubeai.sh` (make bench builds it) needs "
                     "../shared/third_party/kubeai-<version> and about 7 minutes")
     if not kubeai.port_free(kubeai.PROXY_PORT):
         pytest.skip(f"port {kubeai.PROXY_PORT} is taken here, and KubeAI's proxy always binds it")
-    out = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--models", "5", "--samples", "0",
+    out = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--models", "3", "--samples", "0",
                           "--only", "restart", "--peer", "kubeai", "--peer-leases", "short", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -60,15 +60,15 @@ def test_bench_smoke_kubeai(tmp_path):
     peer = results["peer"]
     assert peer["status"] == "ran", peer["status"]
     burst = peer["burst"]  # every Model got its pod, Running on a kwok node
-    assert burst["complete"] and burst["pods_created"] == burst["pods_running"] == 5
+    assert burst["complete"] and burst["pods_created"] == burst["pods_running"] == 3
     assert burst["all_running_s"] > 0 and burst["operator_peak_rss_mb"] > 0 and burst["operator_cpu_s"] > 0
     writes = burst["operator_requests"]["writes_by_resource"]  # the audit log saw KubeAI's own requests
-    assert writes["pods"] == 5 and writes.get("models/status", 0) >= 5, writes
+    assert writes["pods"] == 3 and writes.get("models/status", 0) >= 3, writes
     restart = peer["restart"]["short"]  # restarted with the 1 s lease: led, and reconciled every Model
-    assert restart["models"] == restart["reconciled"] == 10  # 1, then 5 present before the burst of 5
+    assert restart["models"] == restart["reconciled"] == 6  # 1, then 3 present before the burst of 3
     assert 0 < restart["leader_s"] <= restart["verified_s"] < 15, restart
     rows = {row["figure"]: row for row in results["side_by_side"]["rows"]}
-    assert rows["burst of 5: all pods Running"]["kubeai"] == burst["all_running_s"]
-    assert rows["burst of 5: all pods Running"]["modelplane"] > 0
+    assert rows["burst of 3: all pods Running"]["kubeai"] == burst["all_running_s"]
+    assert rows["burst of 3: all pods Running"]["modelplane"] > 0
     text = (tmp_path / "results.md").read_text()
-    assert "## KubeAI side by side (ran)" in text and "| burst of 5: all pods Running |" in text
+    assert "## KubeAI side by side (ran)" in text and "| burst of 3: all pods Running |" in text
