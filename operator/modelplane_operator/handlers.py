@@ -281,6 +281,7 @@ def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Sna
         pods = list(pod_index.get((ns, name), []))
         note_read(("Model", ns, name), observed, pods)
         new = compute_status(model, observed["Deployment"], pods, CONFIG, now(), problem)
+        _tried[uid] = model["metadata"].get("generation")
         if not problem:
             _applied[uid] = model["metadata"].get("generation")
         if held:
@@ -359,6 +360,7 @@ def condition_of(status: dict, type_: str) -> dict:
 # generation (created, changed, or first seen since the start), when a child or pod of it changes, and when a retry
 # after a problem is due.
 _applied: dict[str, int] = {}  # Model uid -> the generation whose children this process applied without a problem
+_tried: dict[str, int] = {}  # Model uid -> the generation last reconciled, with or without a problem
 RETRIES = Retries(RETRY_FIRST, RETRY_MAX)
 
 
@@ -371,7 +373,9 @@ def model_event(type, body, uid, namespace, name, **_):
     if type == "DELETED":
         forget_owner("Model", namespace, name, uid)
     elif not meta.get("deletionTimestamp") and _applied.get(uid) != meta.get("generation"):
-        reconcile_model_at((namespace, name))
+        # a generation that met a problem waits for its retry (the status written about it is an event too)
+        if not (RETRIES.waiting((namespace, name)) and _tried.get(uid) == meta.get("generation")):
+            reconcile_model_at((namespace, name))
     model_seen_by_injected_pods(type, namespace, name, body)
     model_seen_by_agents(namespace, name)
 
@@ -418,6 +422,7 @@ def forget_owner(kind: str, namespace: str, name: str, uid: str) -> None:
     sync.forget((kind, namespace, name), uid)
     _read_versions.pop((kind, namespace, name), None)
     _applied.pop(uid, None)
+    _tried.pop(uid, None)
     _been_ready.discard(uid)
     if kind == "Model":
         RETRIES.clear((namespace, name))

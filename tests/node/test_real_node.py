@@ -84,9 +84,12 @@ def test_rendered_vllm_pod_becomes_ready_from_kubelet_probes(kube, served):
     model = kube.get("model", "tiny", ns)
     assert model["status"]["readyReplicas"] == 1
     assert model["status"]["endpoint"] == f"http://tiny.{ns}.svc.cluster.local:8000/v1"
+    # A new Model's way up is in status alone (no Events): the Ready condition says since when it serves.
     reasons = kube.run("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=Model",
                        "-o", "jsonpath={.items[*].reason}").stdout.split()
-    assert "Ready" in reasons, reasons
+    assert not {"Created", "Pending", "Loading", "Ready"} & set(reasons), reasons
+    ready = next(c for c in model["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["lastTransitionTime"], ready
 
 
 # The agents image's three programs, each as an Agent runs it: (Agent name, its command or None for the image's
@@ -142,6 +145,10 @@ def test_killed_vllm_process_is_restarted_by_kubelet_and_reported(kube, node_clu
     phases = watch_phases(kube, ns, "tiny", "Loading", timeout=60)
     phases += watch_phases(kube, ns, "tiny", "Ready", timeout=300)
     assert phases[0] == "Loading" and phases[-1] == "Ready", phases
+    # Leaving Ready and coming back are what a person acts on: both are Events (the first Ready was not).
+    kube.wait_for(lambda: {"Loading", "Ready"} <= set(kube.run(
+        "get", "events", "-n", ns, "--field-selector", "involvedObject.kind=Model,involvedObject.name=tiny",
+        "-o", "jsonpath={.items[*].reason}").stdout.split()), timeout=30, what="Loading and Ready Events")
 
 
 CLIENT_CHECK = """
