@@ -1,8 +1,8 @@
 """Writing Model and Agent status: only when it changed, at once for what a person acts on, and routine progress
 (a pod scheduled, a replica counted, the way up of a new Model) at most once per interval per owner, the last status
-computed in the interval being the one written when it ends. Under load (many status writes a second, as in a
-burst of new Models) a new owner's first status waits for the interval too, and so do the phases of its way up
-(see handlers): a Model that is Pending, Loading and Ready within it costs one write."""
+computed in the interval being the one written when it ends. Under load (5 or more owners written in the last
+second, as in a burst of new Models) a new owner's first status waits for the interval too, and so do the phases of
+its way up (see handlers): a Model that is Pending, Loading and Ready within it costs one write."""
 
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ Write = Callable[[dict, dict, dict], None]
 
 
 class StatusWriter:
-    def __init__(self, interval: float = 1.0, busy_writes: int = 5):
-        """`busy_writes`: status writes in the last `interval` from which the writer counts as busy."""
-        self.interval, self.busy_writes = interval, busy_writes
-        self._recent: collections.deque[float] = collections.deque()  # times of the writes in the last interval
+    def __init__(self, interval: float = 1.0, busy_owners: int = 5):
+        """`busy_owners`: owners written in the last `interval` from which the writer counts as busy (a burst of new
+        Models; one Model at a time, however quick, is not)."""
+        self.interval, self.busy_owners = interval, busy_owners
+        self._recent: collections.deque[tuple[float, str]] = collections.deque()  # (time, uid) of recent writes
         # What this process last wrote, by owner uid. The watches lag behind our own writes; comparing with them
         # alone would repeat writes and Events. After a restart the watches (fresh from a list) are the truth.
         self._written: dict[str, dict] = {}
@@ -41,9 +42,9 @@ class StatusWriter:
 
     def busy(self) -> bool:
         now = time.monotonic()
-        while self._recent and self._recent[0] < now - self.interval:
+        while self._recent and self._recent[0][0] < now - self.interval:
             self._recent.popleft()
-        return len(self._recent) >= self.busy_writes
+        return len({uid for _, uid in list(self._recent)}) >= self.busy_owners
 
     def publish(self, owner: dict, new: dict, write: Write, *, urgent: bool) -> None:
         """Write `new` if it differs from the previous status: now when `urgent` or when the owner's interval has
@@ -81,7 +82,7 @@ class StatusWriter:
         uid = owner["metadata"]["uid"]
         self._written[uid] = owner["status"] = new
         self._last_write[uid] = time.monotonic()
-        self._recent.append(self._last_write[uid])
+        self._recent.append((self._last_write[uid], uid))
         self._held.pop(uid, None)  # whatever waited is older than this
         kind = owner.get("kind", "Model")
         metrics.STATUS_WRITES.labels(kind).inc()

@@ -28,7 +28,7 @@ def recorder(log):
 
 
 def test_under_load_a_new_owners_first_status_waits_for_the_interval_and_the_last_one_is_written():
-    writer, log, o = StatusWriter(interval=0.2, busy_writes=0), [], owner()
+    writer, log, o = StatusWriter(interval=0.2, busy_owners=0), [], owner()
     assert writer.busy()
     writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading"}, recorder(log), urgent=False)
@@ -44,9 +44,12 @@ def test_idle_a_new_owners_first_status_is_written_at_once(writer):
     assert log == [(None, "Pending", None)]
 
 
-def test_busy_after_many_writes_in_the_interval():
-    writer = StatusWriter(interval=0.2, busy_writes=3)
-    for _ in range(3):
+def test_busy_when_many_owners_were_written_in_the_interval_not_one_owner_often():
+    writer, one = StatusWriter(interval=0.2, busy_owners=3), owner({"phase": "Pending"})
+    for phase in ("Loading", "Ready", "Loading", "Ready"):
+        writer.publish(one, {"phase": phase}, lambda *a: None, urgent=True)
+    assert not writer.busy()
+    for _ in range(2):
         writer.publish(owner(), {"phase": "Pending"}, lambda *a: None, urgent=True)
     assert writer.busy()
     time.sleep(0.3)
