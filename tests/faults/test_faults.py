@@ -248,7 +248,9 @@ def test_an_operator_upgrade_rolls_models_one_at_a_time(kube, workdir, namespace
                 break
             time.sleep(0.3)
         assert len(upgraded) == len(names), f"only {len(upgraded)}/{len(names)} upgraded:\n{op.log()[-4000:]}"
-        assert most == 1, f"{most} Models rolled at once"
+        # Never two at once. (A roll on kwok can finish between two looks, so 0 seen rolling is possible; that the
+        # others queued shows in `waited`.)
+        assert most <= 1, f"{most} Models rolled at once"
         assert waited, "no Model said it waited for its turn"
         wait_converged(kube, namespace, names, timeout=60)
         tally("operator upgrade, one Model at a time", len(names), len(names) - len(upgraded))

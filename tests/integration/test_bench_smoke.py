@@ -61,7 +61,8 @@ def test_bench_smoke_kubeai(tmp_path):
     assert peer["status"] == "ran", peer["status"]
     burst = peer["burst"]  # every Model got its pod, Running on a kwok node
     assert burst["complete"] and burst["pods_created"] == burst["pods_running"] == 3
-    assert burst["all_running_s"] > 0 and burst["operator_peak_rss_mb"] > 0 and burst["operator_cpu_s"] > 0
+    # (CPU seconds of a 3-Model burst may round to 0.0: /proc counts in 10 ms ticks)
+    assert burst["all_running_s"] > 0 and burst["operator_peak_rss_mb"] > 0 and burst["operator_cpu_s"] >= 0
     writes = burst["operator_requests"]["writes_by_resource"]  # the audit log saw KubeAI's own requests
     assert writes["pods"] == 3 and writes.get("models/status", 0) >= 3, writes
     restart = peer["restart"]["short"]  # restarted with the 1 s lease: led, and reconciled every Model
