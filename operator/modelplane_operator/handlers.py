@@ -168,7 +168,6 @@ def latest(kind: str, index, key, body) -> dict:
 # --- stores: the operator's view of the cluster (see store.py) ------------------------------------------------
 # Each index maps a key to the values objects gave for it (a list, usually of one): sync.first() takes that one.
 Key = tuple[str, str]  # (namespace, name)
-Snapshots = Index
 
 
 def _key(obj: dict) -> Key:
@@ -255,8 +254,8 @@ def offer(type: str | None, body) -> None:
 
 # --- Models -----------------------------------------------------------------------------------------------------
 
-def reconcile_model(model: dict, deployment_index: Snapshots, service_index: Snapshots,
-                    networkpolicy_index: Snapshots, pod_index: Index) -> Problem | None:
+def reconcile_model(model: dict, deployment_index: Index, service_index: Index,
+                    networkpolicy_index: Index, pod_index: Index) -> Problem | None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
         # A status computed from an older generation: the spec changed since (children differing are Updated, not
@@ -463,7 +462,7 @@ def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
 
 # --- Agents -----------------------------------------------------------------------------------------------------
 
-def reconcile_agent(agent: dict, model_index: Snapshots, deployment_index: Snapshots, configmap_index: Snapshots,
+def reconcile_agent(agent: dict, model_index: Index, deployment_index: Index, configmap_index: Index,
                     cause: str = "event") -> Problem | None:
     ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
     with sync.reconciling(("Agent", ns, name)):
@@ -490,7 +489,7 @@ def write_agent_status(agent: dict, old: dict, new: dict) -> None:
 @kopf.on.create(GROUP, VERSION, "agents", backoff=5)
 @kopf.on.update(GROUP, VERSION, "agents", field="spec", backoff=5)
 def agent_changed(namespace, name, body, reason, retry, **_):
-    offer(None, body)
+    # agent_event (a watching handler, which kopf runs before change handlers) has offered `body` to its store
     agent = latest("Agent", index("Agent"), (namespace, name), body)
     retry_on_problem(retry, reconcile_agent, agent, index("Model"), index("Deployment"), index("ConfigMap"),
                      cause=str(reason))
