@@ -56,7 +56,9 @@ def test_openai_sdk_with_no_arguments_answers_from_the_injected_env(pod, request
 def test_agent_framework_agent_streams_with_usage_counted(pod, plain):
     """`OpenAIChatCompletionClient()` with no arguments (OPENAI_MODEL, OPENAI_BASE_URL, and the keyless Model's
     placeholder OPENAI_API_KEY keeping it off Azure routing), and the library's client for the same Model: an Agent
-    answers, streamed, and the stream's usage (stream_options include_usage) is counted."""
+    answers, streamed, and the stream's usage (stream_options include_usage) is counted. The random-weights model
+    may end after one token, so vLLM's min_tokens (passed through as extra_body) keeps it going long enough to
+    come in pieces."""
     from agent_framework import Agent
     from agent_framework.openai import OpenAIChatCompletionClient
 
@@ -66,7 +68,7 @@ def test_agent_framework_agent_streams_with_usage_counted(pod, plain):
 
     async def run(client):
         agent = Agent(client=client, name="assistant", instructions="Answer in one sentence.",
-                      default_options={"max_tokens": 16})
+                      default_options={"max_tokens": 16, "extra_body": {"min_tokens": 4}})
         stream = agent.run("What is a Kubernetes operator?", stream=True)
         updates = [u async for u in stream]
         final = await stream.get_final_response()
