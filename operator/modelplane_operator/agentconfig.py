@@ -10,6 +10,7 @@ import re
 
 from .config import Config
 from .model import endpoint, served_model_name, spec_of
+from .routing import session_header
 
 CLIENT_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 INDEX_FILE = "index.json"
@@ -83,7 +84,10 @@ def index_entry(model: dict, config: Config, ready: bool) -> dict:
     meta = model["metadata"]
     return {"name": meta["name"], "namespace": meta["namespace"], "file": f"{meta['namespace']}.{meta['name']}.json",
             "servedModelName": served_model_name(model), "endpoint": endpoint(model, config), "ready": ready,
-            "apiKeyEnv": api_key_env(model), **tool_calling(spec_of(model))}
+            "apiKeyEnv": api_key_env(model), **tool_calling(spec_of(model)),
+            # the header the Model's router keeps a conversation on one replica by (modelplane_agents sends one value
+            # per client it makes, a client being one conversation); null when its routing needs none
+            "sessionHeader": session_header(model)}
 
 
 def config_files(models: list[tuple[dict, bool]], config: Config, default: str | None = None) -> dict[str, str]:

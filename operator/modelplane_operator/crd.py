@@ -421,6 +421,29 @@ def rollout_schema() -> dict:
         }, default={})
 
 
+# vllm-router's policies (its --policy choices), and the one a Model gets: cache_aware sends a request to the replica
+# whose cache holds the longest prefix of it (unless the replicas' loads are too far apart), which is what an agent
+# resending its growing conversation needs, with no client change.
+ROUTING_POLICIES = ("cache_aware", "consistent_hash", "power_of_two", "round_robin", "random")
+SESSION_HEADER = "X-Session-ID"  # one of the headers vllm-router's consistent_hash policy hashes on
+
+
+def routing_schema() -> dict:
+    return obj(
+        "Put vLLM's own router (vllm-router) in front of the replicas: the Model's Service and endpoint then reach "
+        "the router, which sends each request to a replica by the policy; the replicas stay reachable directly at "
+        "the Service <name>-vllm. Absent: the Service spreads requests round robin.", {
+            "policy": string(
+                "cache_aware (the default): the replica whose prefix cache best matches the request, unless the "
+                "replicas' loads are far apart; for agents, which resend their growing conversation each turn. "
+                f"consistent_hash: by the {SESSION_HEADER} header (injected agents send one per conversation), else "
+                "the request. power_of_two: the less loaded of two random replicas. round_robin, random.",
+                enum=list(ROUTING_POLICIES), default="cache_aware"),
+            "replicas": integer("Router replicas (each sees every server replica).", minimum=1, maximum=16,
+                                default=1),
+        })
+
+
 def model_spec_schema() -> dict:
     return obj(
         "What to serve and how. Only source is required.",
@@ -475,6 +498,7 @@ def model_spec_schema() -> dict:
                                                  "across restarts.", maxLength=253, pattern=optional(DNS_SUBDOMAIN)),
                          }),
             "rollout": rollout_schema(),
+            "routing": routing_schema(),
             "shmSize": quantity("Size of the memory-backed /dev/shm (tensor parallel workers share tensors "
                                 "through it). Defaults to the operator's setting (8Gi)."),
             "startupTimeoutSeconds": integer("How long a replica may take to load the weights before it is "
@@ -527,6 +551,12 @@ def model_status_schema() -> dict:
         "selector": string("Label selector of the server pods, for the scale subresource."),
         "endpoint": string("In-cluster OpenAI-compatible base URL."),
         "servedModelName": string("Name clients send as `model`."),
+        "routing": obj("The router, when spec.routing is set.", {
+            "policy": string("The policy it routes by."),
+            "readyRouters": integer("Router replicas that are ready."),
+            "routedReplicas": integer("Server replicas it routes to: the ready ones (the router adds a server pod "
+                                      "once it is Running and Ready)."),
+        }),
         "observedGeneration": integer("The .metadata.generation the status reflects.", format="int64"),
     })
 

@@ -29,7 +29,8 @@ from .agent import (NAMESPACE_CONFIGMAP, agent_status, audiences, configmaps_to_
 from .config import GROUP, VERSION, Config
 from .keys import AGENT_LABEL, MANAGED, MODEL_LABEL
 from .model import spec_of
-from .render import render_children
+from .render import child_keys, render_children
+from .routing import router_name
 from .status import Problem, compute_status, phase_event_due, pod_summary
 
 # Set by install(), from main, before kopf runs: the typed settings and what depends on them.
@@ -92,6 +93,8 @@ class AgentsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 # and held in memory; with them, unrelated objects cost the operator nothing.
 WATCH_SELECTORS = {("apps", "v1", "deployments"): MANAGED, ("v1", "services"): MANAGED,
                    ("v1", "configmaps"): MANAGED, ("networking.k8s.io", "v1", "networkpolicies"): MANAGED,
+                   ("v1", "serviceaccounts"): MANAGED, ("rbac.authorization.k8s.io", "v1", "roles"): MANAGED,
+                   ("rbac.authorization.k8s.io", "v1", "rolebindings"): MANAGED,
                    ("v1", "pods"): {MODEL_LABEL: None}}
 
 
@@ -209,7 +212,7 @@ def collection(prefix: str, plural: str) -> Callable[[str | None], str]:
 def make_stores(namespaces: list[str]) -> dict[str, Store]:
     """Every kind the operator reads, label-selected on the server as kopf's watches are (WATCH_SELECTORS)."""
     own, core, apps = f"/apis/{GROUP}/{VERSION}", "/api/v1", "/apis/apps/v1"
-    net = "/apis/networking.k8s.io/v1"
+    net, rbac = "/apis/networking.k8s.io/v1", "/apis/rbac.authorization.k8s.io/v1"
 
     def make(name, prefix, plural, indexes, resource=None):
         selector = label_selector(WATCH_SELECTORS[resource]) if resource else ""
@@ -222,6 +225,12 @@ def make_stores(namespaces: list[str]) -> dict[str, Store]:
             "NetworkPolicy": make("networkpolicies", net, "networkpolicies", {"name": _by_name},
                                   ("networking.k8s.io", "v1", "networkpolicies")),
             "ConfigMap": make("configmaps", core, "configmaps", {"name": _by_name}, ("v1", "configmaps")),
+            # a routed Model's router identity (only routed Models have one)
+            "ServiceAccount": make("serviceaccounts", core, "serviceaccounts", {"name": _by_name},
+                                   ("v1", "serviceaccounts")),
+            "Role": make("roles", rbac, "roles", {"name": _by_name}, ("rbac.authorization.k8s.io", "v1", "roles")),
+            "RoleBinding": make("rolebindings", rbac, "rolebindings", {"name": _by_name},
+                                ("rbac.authorization.k8s.io", "v1", "rolebindings")),
             "Pod": make("pods", core, "pods", {"model": pod_entry}, ("v1", "pods"))}
 
 
@@ -238,9 +247,9 @@ def lookup_model(key: Key) -> dict | None:
     return sync.first(index("Model"), key)
 
 
-def children() -> tuple[Index, Index, Index, Index]:
-    """What a Model's reconcile reads: its Deployment, Service, NetworkPolicy and pods."""
-    return index("Deployment"), index("Service"), index("NetworkPolicy"), index("Pod", "model")
+def observed_children(namespace: str, keys: list[tuple[str, str]]) -> dict:
+    """(kind, name) -> the object of that name in its store, or None."""
+    return {(kind, name): sync.first(index(kind), (namespace, name)) for kind, name in keys}
 
 
 def offer(type: str | None, body) -> None:
@@ -254,21 +263,19 @@ def offer(type: str | None, body) -> None:
 
 # --- Models -----------------------------------------------------------------------------------------------------
 
-def reconcile_model(model: dict, deployment_index: Index, service_index: Index,
-                    networkpolicy_index: Index, pod_index: Index) -> Problem | None:
+def reconcile_model(model: dict) -> Problem | None:
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
         # A status computed from an older generation: the spec changed since (children differing are Updated, not
         # drift reverted).
         reported = STATUS.previous(model).get("observedGeneration")
         cause = "update" if reported not in (None, model["metadata"].get("generation")) else "event"
-        observed = {"Deployment": sync.first(deployment_index, (ns, name)),
-                    "Service": sync.first(service_index, (ns, name)),
-                    "NetworkPolicy": sync.first(networkpolicy_index, (ns, name))}
+        observed = observed_children(ns, child_keys(name))
         desired = rendered = render_children(model, CONFIG)
         desired[0] = fleet.stamp(desired[0])
         uid = model["metadata"]["uid"]
-        changed = fleet.operator_changed(observed["Deployment"], desired[0])
+        server = ("Deployment", name)
+        changed = fleet.operator_changed(observed[server], desired[0])
         held = changed and not FLEET.admit(uid, (ns, name))
         if not changed:
             FLEET.leave_line(uid)  # its spec changed meanwhile, and that rolls it anyway
@@ -277,9 +284,10 @@ def reconcile_model(model: dict, deployment_index: Index, service_index: Index,
         observed, problem = sync.sync_children(model, desired, observed, cause)
         observed = sync.remove_unwanted(model, rendered, observed)
         report_ignored_engine_args(model)
-        pods = list(pod_index.get((ns, name), []))
+        pods = list(index("Pod", "model").get((ns, name), []))
         note_read(("Model", ns, name), observed, pods)
-        new = compute_status(model, observed["Deployment"], pods, CONFIG, now(), problem)
+        new = compute_status(model, observed[server], pods, CONFIG, now(), problem,
+                             router=observed[("Deployment", router_name(name))])
         _tried[uid] = model["metadata"].get("generation")
         if not problem:
             _applied[uid] = model["metadata"].get("generation")
@@ -387,7 +395,7 @@ def reconcile_model_at(key: Key) -> None:
         RETRIES.clear(key)
         return
     try:
-        problem = reconcile_model(dict(model), *children())
+        problem = reconcile_model(dict(model))
         why = problem and f"{problem.reason}: {problem.message}"
     except ApiException as e:
         why = f"API request failed ({e.status} {e.reason})"
@@ -440,6 +448,9 @@ def roll_next_in_line(uid: str) -> None:
 @kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "services", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
+@kopf.on.event("v1", "serviceaccounts", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
 @kopf.on.event("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
 def model_child_changed(type, body, namespace, labels, **_):
     offer(type, body)
@@ -462,18 +473,17 @@ def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
 
 # --- Agents -----------------------------------------------------------------------------------------------------
 
-def reconcile_agent(agent: dict, model_index: Index, deployment_index: Index, configmap_index: Index,
-                    cause: str = "event") -> Problem | None:
+def reconcile_agent(agent: dict, model_index: Index, cause: str = "event") -> Problem | None:
     ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
     with sync.reconciling(("Agent", ns, name)):
         resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
                            lambda key: sync.first(model_index, key))
         desired = render_agent_children(agent, resolved, CONFIG)
-        observed = {"Deployment": sync.first(deployment_index, (ns, name)),
-                    "ConfigMap": sync.first(configmap_index, (ns, desired[0]["metadata"]["name"]))}
+        observed = {sync.child_key(child): sync.first(STORES[child["kind"]]["name"], (ns, child["metadata"]["name"]))
+                    for child in desired}
         observed, problem = sync.sync_children(agent, desired, observed, cause)
         note_read(("Agent", ns, name), observed)
-        new = agent_status(agent, resolved, observed["Deployment"], CONFIG, now(), problem)
+        new = agent_status(agent, resolved, observed[("Deployment", name)], CONFIG, now(), problem)
         STATUS.publish(agent, new, write_agent_status, urgent=True)
         return problem
 
@@ -491,7 +501,7 @@ def write_agent_status(agent: dict, old: dict, new: dict) -> None:
 def agent_changed(namespace, name, body, reason, retry, **_):
     # agent_event (a watching handler, which kopf runs before change handlers) has offered `body` to its store
     agent = latest("Agent", index("Agent"), (namespace, name), body)
-    retry_on_problem(retry, reconcile_agent, agent, index("Model"), index("Deployment"), index("ConfigMap"),
+    retry_on_problem(retry, reconcile_agent, agent, index("Model"),
                      cause=str(reason))
 
 
@@ -556,8 +566,7 @@ def model_seen_by_agents(namespace, name) -> None:
     # Agents follow in parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents.
     # Each task gets its own copy of this handler's context, where kopf keeps what posting Events needs.
     tasks = [AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, index("Agent"), agent_key,
-                                 reconcile_agent, index("Model"), index("Deployment"), index("ConfigMap"),
-                                 cause="model")
+                                 reconcile_agent, index("Model"), cause="model")
              for agent_key in set(index("Agent", "model").get((namespace, name), []))]
     for task in tasks:
         task.result()
@@ -569,8 +578,7 @@ def agent_child_changed(type, body, namespace, labels, **_):
     offer(type, body)
     if already_read(("Agent", namespace, labels.get(AGENT_LABEL)), type, body):
         return
-    reconcile_owner_of_event(index("Agent"), (namespace, labels.get(AGENT_LABEL)), reconcile_agent, index("Model"),
-                             index("Deployment"), index("ConfigMap"))
+    reconcile_owner_of_event(index("Agent"), (namespace, labels.get(AGENT_LABEL)), reconcile_agent, index("Model"))
 
 
 # --- injection into any pod (mutating admission webhook) ---------------------------------------------------------

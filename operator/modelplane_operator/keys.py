@@ -7,6 +7,8 @@ from .config import FIELD_MANAGER, GROUP
 # On the operator's children (and the pods of Models and Agents): whose they are.
 MODEL_LABEL = f"{GROUP}/model"
 AGENT_LABEL = f"{GROUP}/agent"
+# On a routed Model's router pods (they do not carry MODEL_LABEL: they are not server pods).
+ROUTER_LABEL = f"{GROUP}/router"
 # Opting in to injection: on a pod ("true", or "false" to opt out) or a namespace ("enabled").
 INJECT_LABEL = f"{GROUP}/inject"
 # On an injected pod: the Models it asks for (first is its default), what it got, what it could not get.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import cpuprofile, engine, quantity, source as sources
+from . import cpuprofile, engine, quantity, routing, source as sources
 from .config import SERVER_PORT, Config
 from .crd import MAX_WAIT_SECONDS
 from .keys import AGENT_LABEL, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
@@ -257,19 +257,34 @@ def render_deployment(model: dict, config: Config) -> dict:
     }
 
 
+def _service(model: dict, name: str, pods: dict) -> dict:
+    metadata = _metadata(model)
+    metadata["name"] = name
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata,
+            "spec": {"type": "ClusterIP", "selector": pods,
+                     "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http", "protocol": "TCP"}]}}
+
+
 def render_service(model: dict, config: Config) -> dict:
-    return {
-        "apiVersion": "v1", "kind": "Service", "metadata": _metadata(model),
-        "spec": {"type": "ClusterIP", "selector": selector(model["metadata"]["name"]),
-                 "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http", "protocol": "TCP"}]},
-    }
+    """The Model's endpoint: its server pods, or its router when it is routed."""
+    name = model["metadata"]["name"]
+    return _service(model, name, routing.router_selector(name) if routing.routing_of(model) else selector(name))
 
 
-def render_network_policy(model: dict, config: Config) -> dict:
+def render_direct_service(model: dict) -> dict:
+    """A routed Model's server pods, by a name of their own (`<name>-vllm`): for what must reach a replica past the
+    router (debugging, benchmarks against the plain Service)."""
+    name = model["metadata"]["name"]
+    return _service(model, routing.direct_name(name), selector(name))
+
+
+def render_network_policy(model: dict, config: Config, for_router: bool = False) -> dict:
     """Ingress to the server port only from modelplane Agents and injected pods of the namespaces the Model serves
     (its own and spec.allowedNamespaces), any pod of such a namespace that opted in as a whole, and the peers the
-    platform team allows everywhere (config.network_policy_allow_from: metrics scrapers, gateways)."""
+    platform team allows everywhere (config.network_policy_allow_from: metrics scrapers, gateways). A routed Model's
+    servers also take the router's requests, and its router gets a policy of its own with the same peers."""
     meta = model["metadata"]
+    routed = bool(routing.routing_of(model))
     allowed = list((model.get("spec") or {}).get("allowedNamespaces") or [])
     namespaces = ({} if "*" in allowed else
                   {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
@@ -284,13 +299,33 @@ def render_network_policy(model: dict, config: Config) -> dict:
          "podSelector": {"matchExpressions": [{"key": inject, "operator": "NotIn", "values": ["false"]}]}},
         *config.network_policy_allow_from,
     ]
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _metadata(model),
-            "spec": {"podSelector": {"matchLabels": selector(meta["name"])}, "policyTypes": ["Ingress"],
+    metadata, pods = _metadata(model), selector(meta["name"])
+    if for_router:
+        metadata["name"], pods = routing.router_name(meta["name"]), routing.router_selector(meta["name"])
+    elif routed:
+        peers.append({"podSelector": {"matchLabels": routing.router_selector(meta["name"])}})
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata,
+            "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"],
                      "ingress": [{"from": peers, "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}]}}
 
 
 def render_children(model: dict, config: Config) -> list[dict]:
+    """The server Deployment first (the fleet's upgrade pacing reads it there), then the rest."""
     children = [render_deployment(model, config), render_service(model, config)]
+    routed = bool(routing.routing_of(model))
+    if routed:
+        children += [render_direct_service(model), *routing.render_router_children(model, config)]
     if config.network_policies:
         children.append(render_network_policy(model, config))
+        if routed:
+            children.append(render_network_policy(model, config, for_router=True))
     return children
+
+
+def child_keys(name: str) -> list[tuple[str, str]]:
+    """(kind, name) of every child a Model named `name` may have, rendered or not: those it no longer wants (routing
+    or policies switched off) are found there and deleted."""
+    router = routing.router_name(name)
+    return [("Deployment", name), ("Service", name), ("NetworkPolicy", name), ("Service", routing.direct_name(name)),
+            ("Deployment", router), ("ServiceAccount", router), ("Role", router), ("RoleBinding", router),
+            ("NetworkPolicy", router)]

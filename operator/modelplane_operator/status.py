@@ -9,6 +9,7 @@ from .config import Config
 from .keys import GENERATION_ANNOTATION
 from .model import endpoint, served_model_name, spec_of
 from .render import claims, selector
+from .routing import router_name, router_status
 
 # Container waiting reasons that will not fix themselves without a change to the Model or the cluster.
 FAILING_REASONS = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull", "InvalidImageName",
@@ -67,10 +68,11 @@ def condition(type_: str, status: str, reason: str, message: str, generation: in
 
 
 def compute_status(model: dict, deployment: dict | None, pods: list[dict], config: Config, now: str,
-                   problem: Problem | None = None) -> dict:
+                   problem: Problem | None = None, router: dict | None = None) -> dict:
     """Status for `model` given its Deployment (or None), summaries of its pods, and why a child could not be
     written, if so. A refused change to a Model that still serves leaves it Ready (what runs keeps running) and says
-    so in Progressing; with nothing serving it is Failed."""
+    so in Progressing; with nothing serving it is Failed. A routed Model serves through its router (`router`, its
+    Deployment): it is Ready when a router and a server replica are."""
     spec = spec_of(model)
     meta = model["metadata"]
     applied = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(GENERATION_ANNOTATION)
@@ -126,8 +128,13 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         progressing = cond("Progressing", "True", "RollingOut",
                            f"{ready}/{desired} replicas ready, {updated} up to date")
 
+    routed = router_status(model, router, ready)
     if problem and (problem.reason == "NameConflict" or ready == 0):
         phase, ready_cond = "Failed", cond("Ready", "False", problem.reason, problem.message)
+    elif ready >= 1 and routed and not routed["readyRouters"]:
+        phase, ready_cond = "Loading", cond("Ready", "False", "RouterNotReady",
+                                            f"{ready}/{desired} replicas ready; waiting for the router "
+                                            f"(Deployment {router_name(meta['name'])})")
     elif ready >= 1:
         phase = "Ready"
         ready_cond = cond("Ready", "True", "Serving", f"{ready}/{desired} replicas ready; serving at "
@@ -161,6 +168,8 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         "selector": ",".join(f"{k}={v}" for k, v in selector(meta["name"]).items()),
         "endpoint": endpoint(model, config),
         "servedModelName": served_model_name(model),
+        # routing switched off: null removes what an earlier status said (status is merge-patched)
+        **({"routing": routed} if routed or (model.get("status") or {}).get("routing") else {}),
         "observedGeneration": generation,
     }
 

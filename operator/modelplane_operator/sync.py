@@ -103,12 +103,18 @@ def post(obj: dict, type_: str, reason: str, message: str) -> None:
     kopf.event(obj, type=type_, reason=reason, message=message)
 
 
+def child_key(obj: dict) -> tuple[str, str]:
+    """How an owner's children are told apart: kind and name (a routed Model has two Deployments and two Services)."""
+    return obj["kind"], obj["metadata"]["name"]
+
+
 def unwanted(owner: dict, desired: list[dict], observed: dict) -> list[dict]:
-    """Pure: the observed children (kind -> object or None) of kinds the owner no longer wants (a NetworkPolicy after
-    policies were switched off) that are the owner's own; someone else's object of that name is left alone."""
-    wanted = {child["kind"] for child in desired}
-    return [obj for kind, obj in observed.items()
-            if kind not in wanted and obj is not None and controlled_by(obj, owner)]
+    """Pure: the observed children ((kind, name) -> object or None) the owner no longer wants (a NetworkPolicy after
+    policies were switched off, a router after routing was) that are the owner's own; someone else's object of that
+    name is left alone."""
+    wanted = {child_key(child) for child in desired}
+    return [obj for key, obj in observed.items()
+            if key not in wanted and obj is not None and controlled_by(obj, owner)]
 
 
 def remove_unwanted(owner: dict, desired: list[dict], observed: dict) -> dict:
@@ -118,7 +124,7 @@ def remove_unwanted(owner: dict, desired: list[dict], observed: dict) -> dict:
     removed = []
     for obj in unwanted(owner, desired, observed):
         kind, meta = obj["kind"], obj["metadata"]
-        observed[kind] = None
+        observed[child_key(obj)] = None
         try:
             kube.request("DELETE", kube.object_path(obj["apiVersion"], kind, meta["namespace"], meta["name"]),
                          body={"preconditions": {"uid": meta["uid"]}})
@@ -134,7 +140,7 @@ def remove_unwanted(owner: dict, desired: list[dict], observed: dict) -> dict:
 
 
 def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) -> tuple[dict, Problem | None]:
-    """Apply each desired child that is missing or differs from `observed` (kind -> object from the watches).
+    """Apply each desired child that is missing or differs from `observed` ((kind, name) -> object from the watches).
     Returns the children as they now are, and the last Problem met (a name taken by someone else's object, or a
     child the API server refused), which is also posted as a Warning Event when it is new.
     The children are independent objects: they are read and written in parallel, so a new Model's Deployment and
@@ -142,10 +148,10 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
     observed = dict(observed)
     problems = []
     applied: dict[str, list[str]] = {}  # verb -> "Kind name": one Event per verb, not one per child
-    results = _CHILDREN.map(lambda child: _sync_child(owner, child, observed.get(child["kind"]), cause), desired)
+    results = _CHILDREN.map(lambda child: _sync_child(owner, child, observed.get(child_key(child)), cause), desired)
     for child, (now, verb, problem) in zip(desired, list(results)):
-        kind, name = child["kind"], child["metadata"]["name"]
-        observed[kind] = now
+        kind, name = child_key(child)
+        observed[kind, name] = now
         if problem:
             problems.append(problem)
         if verb:

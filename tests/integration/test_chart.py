@@ -33,10 +33,14 @@ REVIEWED_RULES = {
     ("modelplane.dev", "models/finalizers", "update"),
     ("modelplane.dev", "agents/finalizers", "update"),
     ("", "namespaces", "list"),
-    ("apps", "deployments", "create,get,list,patch,watch"),
-    ("", "services", "create,get,list,patch,watch"),
-    ("", "configmaps", "create,get,list,patch,watch"),
-    ("", "pods", "list,watch"),
+    # delete: a routed Model's router, its Service for the server pods and its identity, once routing is off
+    ("apps", "deployments", "create,delete,get,list,patch,watch"),
+    ("", "services", "create,delete,get,list,patch,watch"),
+    ("", "configmaps", "create,delete,get,list,patch,watch"),
+    ("", "serviceaccounts", "create,delete,get,list,patch,watch"),
+    ("rbac.authorization.k8s.io", "roles", "create,delete,get,list,patch,watch"),
+    ("rbac.authorization.k8s.io", "rolebindings", "create,delete,get,list,patch,watch"),
+    ("", "pods", "get,list,watch"),  # get: granted to the router's Role, so the operator holds it too
     ("", "events", "create"),
     ("events.k8s.io", "events", "create"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list,watch"),

@@ -182,6 +182,7 @@ def test_default_env_and_args():
         "MODELPLANE_READINESS_PORT": "8082",
         "MODELPLANE_VLLM_IMAGE": VALUES["modelDefaults"]["vllmImage"],
         "MODELPLANE_VLLM_CPU_IMAGE": VALUES["modelDefaults"]["vllmCpuImage"],
+        "MODELPLANE_ROUTER_IMAGE": VALUES["modelDefaults"]["routerImage"],
         "MODELPLANE_GPU_RESOURCE": "nvidia.com/gpu",
         "MODELPLANE_GPU_PRODUCT_LABEL": "nvidia.com/gpu.product",
         "MODELPLANE_CLUSTER_DOMAIN": "cluster.local",
@@ -305,7 +306,7 @@ def test_rbac_rules_are_reviewed(sets):
 def test_watch_namespaces_turn_workload_rules_into_roles():
     everywhere, listed = render(), render("watchNamespaces={team-a,team-b}")
     workload = rules_of([find(everywhere, "ClusterRole")]) - rules_of([find(listed, "ClusterRole")])
-    assert ("apps", "deployments", "create,get,list,patch,watch") in workload
+    assert ("apps", "deployments", "create,delete,get,list,patch,watch") in workload
     for ns in ("team-a", "team-b"):
         role = next(d for d in listed if d["kind"] == "Role" and d["metadata"]["namespace"] == ns)
         assert rules_of([role]) == workload

@@ -45,10 +45,18 @@ def test_the_chart_pins_the_images_the_operator_defaults_to():
     defaults = values["modelDefaults"]
     cfg = Config()
     assert (defaults["vllmImage"], defaults["vllmCpuImage"]) == (cfg.vllm_image, cfg.vllm_cpu_image)
+    assert defaults["routerImage"] == cfg.router_image
     assert (defaults["gpuResource"], defaults["gpuProductLabel"], defaults["clusterDomain"]) == \
         (cfg.gpu_resource, cfg.gpu_product_label, cfg.cluster_domain)
     assert defaults["upgradeRolloutsAtOnce"] == cfg.upgrade_rollouts_at_once
 
+
+def test_the_router_image_is_tagged_with_the_version_it_is_built_from():
+    from pathlib import Path
+
+    pin = (Path(__file__).resolve().parents[2] / "requirements" / "router.txt").read_text()
+    version = next(line.split("==")[1].strip() for line in pin.splitlines() if line.startswith("vllm-router=="))
+    assert Config().router_image.endswith(f":{version}")
 
 PROMETHEUS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
               "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}

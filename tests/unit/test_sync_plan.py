@@ -48,13 +48,23 @@ def policy(uid=None):
         "ownerReferences": [{"uid": uid, "controller": True, "kind": "Model", "name": "m"}] if uid else []}}
 
 
-@pytest.mark.parametrize("desired_kinds, observed, removed", [
-    (["Deployment", "Service"], {"Deployment": held("u1"), "NetworkPolicy": policy("u1")}, ["NetworkPolicy"]),
-    (["Deployment", "Service", "NetworkPolicy"], {"NetworkPolicy": policy("u1")}, []),  # still wanted
-    (["Deployment", "Service"], {"NetworkPolicy": None}, []),                             # none written
-    (["Deployment", "Service"], {"NetworkPolicy": policy("u2")}, []),   # someone else's: left alone
-    (["Deployment", "Service"], {"NetworkPolicy": policy(None)}, []),
+def router(uid):
+    return {**held(uid), "metadata": {**held(uid)["metadata"], "name": "m-router"}}
+
+
+NP, DEP, ROUTER = ("NetworkPolicy", "m"), ("Deployment", "m"), ("Deployment", "m-router")
+
+
+@pytest.mark.parametrize("desired_keys, observed, removed", [
+    ([DEP, ("Service", "m")], {DEP: held("u1"), NP: policy("u1")}, [NP]),
+    ([DEP, ("Service", "m"), NP], {NP: policy("u1")}, []),   # still wanted
+    ([DEP, ("Service", "m")], {NP: None}, []),               # none written
+    ([DEP, ("Service", "m")], {NP: policy("u2")}, []),       # someone else's: left alone
+    ([DEP, ("Service", "m")], {NP: policy(None)}, []),
+    ([DEP], {DEP: held("u1"), ROUTER: router("u1")}, [ROUTER]),  # routing switched off: the same kind, another name
+    ([DEP, ROUTER], {DEP: held("u1"), ROUTER: router("u1")}, []),
+    ([DEP], {DEP: held("u1"), ROUTER: router("u2")}, []),   # a Model named m-router's own Deployment
 ])
-def test_unwanted_children_are_the_owners_own_of_kinds_no_longer_rendered(desired_kinds, observed, removed):
-    desired = [{"kind": kind, "metadata": {"name": "m", "namespace": "ns"}} for kind in desired_kinds]
-    assert [obj["kind"] for obj in unwanted(OWNER, desired, observed)] == removed
+def test_unwanted_children_are_the_owners_own_no_longer_rendered(desired_keys, observed, removed):
+    desired = [{"kind": kind, "metadata": {"name": name, "namespace": "ns"}} for kind, name in desired_keys]
+    assert [(obj["kind"], obj["metadata"]["name"]) for obj in unwanted(OWNER, desired, observed)] == removed

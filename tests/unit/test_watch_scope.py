@@ -32,7 +32,7 @@ def test_every_watch_outside_the_operators_own_kinds_is_selected_on_the_server()
     settings = selectors()
     others = [h for h in registered() if h.selector.group != GROUP]
     assert {h.selector.any_name for h in others} == {"pods", "deployments", "services", "configmaps",
-                                                      "networkpolicies"}
+                                                      "networkpolicies", "serviceaccounts", "roles", "rolebindings"}
     for handler in others:
         assert len(selector_of(settings, handler)) == 1, handler.selector
 
