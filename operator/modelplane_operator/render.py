@@ -201,7 +201,7 @@ def render_deployment(model: dict, config: Config) -> dict:
     engine_defaults, cpu_env = ({}, []) if spec["gpus"] else cpuprofile.cpu_settings(
         resources, spec.get("engineArgs"), spec.get("env"))
     shutdown_defaults, shutdown_container, shutdown_pod = shutdown(spec, config)
-    engine_defaults = {**engine_defaults, **shutdown_defaults}
+    engine_defaults = {**engine_defaults, **shutdown_defaults, **routing.server_engine_defaults(model)}
     env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}, *src.env]
     if spec.get("apiKeySecretRef"):
         # vLLM reads VLLM_API_KEY itself, so the key never appears in the process arguments.

@@ -17,6 +17,9 @@ from .keys import MODEL_LABEL, ROUTER_LABEL, standard_labels
 from .model import owner_reference, spec_of
 
 ROUTER_SUFFIX = "-router"
+ROUTER_PORT = 8001  # inside the pod only: the gate (SERVER_PORT) passes the OpenAI API and health checks on to it
+GATE = ["python3", "/opt/modelplane/gate.py", "--listen", f"0.0.0.0:{SERVER_PORT}",
+        "--upstream", f"127.0.0.1:{ROUTER_PORT}", "--", "vllm-router"]
 DIRECT_SUFFIX = "-vllm"
 METRICS_PORT = 29000
 PROBE = {"httpGet": {"path": "/liveness", "port": "http"}}
@@ -59,12 +62,23 @@ def _metadata(model: dict, name: str, pod_labels: bool = False) -> dict:
 
 
 def router_args(model: dict) -> list[str]:
+    """vllm-router's flags. It listens on the pod's loopback only: its admin endpoints (/add_worker,
+    /remove_worker...) answer anyone who reaches them, so clients come in through the gate (hack/vllm-router/gate.py),
+    which passes on only /v1/... and the health endpoints."""
     meta = model["metadata"]
-    return ["--host", "0.0.0.0", "--port", str(SERVER_PORT),
+    return ["--host", "127.0.0.1", "--port", str(ROUTER_PORT),
             "--service-discovery", "--selector", f"{MODEL_LABEL}={meta['name']}",
             "--service-discovery-namespace", meta["namespace"], "--service-discovery-port", str(SERVER_PORT),
             "--policy", routing_of(model)["policy"],
             "--prometheus-host", "0.0.0.0", "--prometheus-port", str(METRICS_PORT)]
+
+
+def server_engine_defaults(model: dict) -> dict:
+    """engineArgs a routed Model's servers get unless it sets them: cache_aware learns each request's tokens from
+    the server's render endpoints (/v1/chat/completions/render), which vLLM serves only with --enable-scale-out
+    (under /v1 and /inference, so behind the API key); without them it cannot match prefixes."""
+    routing = routing_of(model)
+    return {"enableScaleOut": True} if routing and routing["policy"] == "cache_aware" else {}
 
 
 def render_router_deployment(model: dict, config: Config) -> dict:
@@ -74,7 +88,7 @@ def render_router_deployment(model: dict, config: Config) -> dict:
     container = {
         "name": "router",
         "image": config.router_image,
-        "command": ["vllm-router"],
+        "command": GATE,
         "args": router_args(model),
         "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
                   {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],

@@ -54,7 +54,7 @@ def test_the_chart_pins_the_images_the_operator_defaults_to():
 def test_the_router_image_is_tagged_with_the_version_it_is_built_from():
     from pathlib import Path
 
-    pin = (Path(__file__).resolve().parents[2] / "requirements" / "router.txt").read_text()
+    pin = (Path(__file__).resolve().parents[2] / "hack" / "vllm-router" / "requirements.txt").read_text()
     version = next(line.split("==")[1].strip() for line in pin.splitlines() if line.startswith("vllm-router=="))
     assert Config().router_image.endswith(f":{version}")
 

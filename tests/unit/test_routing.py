@@ -66,8 +66,14 @@ def test_a_routed_models_endpoint_reaches_the_router_and_its_servers_keep_a_serv
 
 
 def test_every_child_is_owned_and_found_by_the_watches():
+    from modelplane_operator import kube
+    from modelplane_operator.handlers import make_stores
+
+    stores = make_stores([])
     for child in render_children(model({}), POLICIES):
         meta = child["metadata"]
+        assert kube.object_path(child["apiVersion"], child["kind"], "ns", meta["name"])  # the operator can address it
+        assert child["kind"] in stores  # and reads it from a store
         assert meta["namespace"] == "ns" and meta["ownerReferences"][0]["uid"] == "u"
         assert matches(MANAGED, meta["labels"]) and meta["labels"][MODEL_LABEL] == "m", child_key(child)
         assert child_key(child) in child_keys("m")  # so that switching routing off finds and deletes it
@@ -160,3 +166,25 @@ def test_each_client_an_agent_makes_sends_a_session_id_of_its_own(tmp_path, monk
     assert set(model_settings("m", path=tmp_path).headers) == {SESSION_HEADER}
     stored = json.loads((tmp_path / "ns.m.json").read_text())["config"]
     assert "default_headers" not in stored  # one file for every pod: the id is made per client, not written
+
+
+@pytest.mark.parametrize("policy, scale_out", [("cache_aware", True), ("round_robin", False), (None, False)])
+def test_cache_aware_servers_serve_the_render_endpoints_it_reads_tokens_from(policy, scale_out):
+    spec = model({"policy": policy}) if policy else model()
+    args = by_key(render_children(spec, CFG))[("Deployment", "m")]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert ("--enable-scale-out" in args) == scale_out
+    own = model({"policy": "cache_aware"}, engineArgs={"enableScaleOut": False})  # the Model's engineArgs win
+    own_args = by_key(render_children(own, CFG))[("Deployment", "m")]["spec"]["template"]["spec"]["containers"][0]
+    assert "--enable-scale-out" not in own_args["args"]
+
+
+def test_clients_reach_the_router_through_its_gate_only():
+    router = by_key(render_children(model({}), CFG))[("Deployment", "m-router")]
+    container = router["spec"]["template"]["spec"]["containers"][0]
+    command = container["command"] + container["args"]
+    gate, router_cmd = command[:command.index("--")], command[command.index("--") + 1:]
+    assert gate[1].endswith("gate.py") and gate[gate.index("--listen") + 1] == "0.0.0.0:8000"
+    upstream = gate[gate.index("--upstream") + 1]
+    pairs = dict(zip(router_cmd, router_cmd[1:]))
+    assert router_cmd[0] == "vllm-router" and f"{pairs['--host']}:{pairs['--port']}" == upstream
+    assert pairs["--host"] == "127.0.0.1"  # the router's admin endpoints never leave the pod

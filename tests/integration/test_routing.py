@@ -1,0 +1,59 @@
+"""spec.routing against the real control plane (kwok nodes): the router's objects are written, its pods run, status
+says so, and switching routing off deletes them and points the Service back at the server pods. The router itself
+serving real requests is tests/node/test_routing.py."""
+
+from __future__ import annotations
+
+import pytest
+
+import builders
+
+pytestmark = pytest.mark.integration
+ROUTER_OBJECTS = [("deployment", "m-router"), ("serviceaccount", "m-router"), ("role", "m-router"),
+                  ("rolebinding", "m-router"), ("service", "m-vllm")]
+
+
+def routing_of(kube, namespace):
+    return ((kube.get("model", "m", namespace) or {}).get("status") or {}).get("routing")
+
+
+def test_routing_on_then_off(kube, operator, namespace):
+    kube.apply(builders.model("m", namespace, routing={"policy": "round_robin"}))
+    routed = kube.wait_for(lambda: (r := routing_of(kube, namespace)) and r["readyRouters"] == 1 and
+                           r["routedReplicas"] == 1 and r, timeout=90, what="the router ready, routing to 1 replica")
+    assert routed["policy"] == "round_robin"
+    assert kube.get("model", "m", namespace)["status"]["phase"] == "Ready"
+    for kind, name in ROUTER_OBJECTS:
+        obj = kube.get(kind, name, namespace)
+        assert obj and obj["metadata"]["ownerReferences"][0]["name"] == "m", (kind, name)
+    assert kube.get("service", "m", namespace)["spec"]["selector"] == {"modelplane.dev/router": "m"}
+    router = kube.get("deployment", "m-router", namespace)
+    assert "--policy" in (args := router["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args[args.index("--policy") + 1] == "round_robin"
+
+    kube.run("patch", "model", "m", "-n", namespace, "--type=json", "-p", '[{"op":"remove","path":"/spec/routing"}]')
+    kube.wait_for(lambda: not any(kube.get(kind, name, namespace) for kind, name in ROUTER_OBJECTS), timeout=60,
+                  what="the router's objects deleted")
+    assert kube.get("service", "m", namespace)["spec"]["selector"] == {"modelplane.dev/model": "m"}
+    kube.wait_for(lambda: "routing" not in (kube.get("model", "m", namespace).get("status") or {}), timeout=30,
+                  what="status.routing gone")
+    reasons = kube.run("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=m",
+                       "-o", "jsonpath={.items[*].reason}").stdout.split()
+    assert "Deleted" in reasons, reasons
+
+
+def test_a_router_name_taken_by_another_model_is_a_clear_problem(kube, operator, namespace):
+    """Model `m-router` already owns the Deployment that routing `m` would write: m says so, and never takes it."""
+    kube.apply(builders.model("m-router", namespace))
+    kube.wait_for(lambda: kube.get("deployment", "m-router", namespace), what="m-router's Deployment")
+    kube.apply(builders.model("m", namespace, routing={}))
+
+    def conflict():
+        model = kube.get("model", "m", namespace) or {}
+        progressing = next((c for c in (model.get("status") or {}).get("conditions") or []
+                            if c["type"] == "Progressing"), {})
+        return progressing if progressing.get("reason") == "NameConflict" else None
+    progressing = kube.wait_for(conflict, timeout=60, what="m's NameConflict")
+    assert f"Deployment {namespace}/m-router already exists" in progressing["message"]
+    owner = kube.get("deployment", "m-router", namespace)["metadata"]["ownerReferences"][0]["name"]
+    assert owner == "m-router"  # never taken over
