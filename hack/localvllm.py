@@ -90,33 +90,46 @@ def http_get(url: str, headers=None) -> tuple[int, str]:
 def served(model: dict, volume: Path, log_dir: Path, secrets: dict | None = None, timeout: float = 420):
     """Run a Model's server (a Model, rendered here, or its Deployment from the cluster) locally; yields its base URL
     (http://127.0.0.1:PORT)."""
-    port = free_port()
-    cmd, env = local_command(server_container(model), volume, port, secrets or {})
-    log_path = log_dir / f"vllm-{model['metadata']['name']}.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        end = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"vLLM exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if http_get(base + "/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > end:
-                raise AssertionError(f"vLLM not healthy in {timeout}s:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1)
+    with served_together([(model, secrets)], volume, log_dir, timeout) as [base]:
         yield base
+
+
+@contextlib.contextmanager
+def served_together(models: list[tuple[dict, dict | None]], volume: Path, log_dir: Path, timeout: float = 420):
+    """Several servers ((Model, secrets) each), started at once (much of a start is waiting, not computing); yields
+    their base URLs once all are healthy."""
+    procs = []
+    try:
+        for model, secrets in models:
+            port = free_port()
+            cmd, env = local_command(server_container(model), volume, port, secrets or {})
+            log_path = log_dir / f"vllm-{model['metadata']['name']}.log"
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            procs.append((proc, f"http://127.0.0.1:{port}", log_path))
+        end = time.monotonic() + timeout
+        for proc, base, log_path in procs:
+            while True:
+                if proc.poll() is not None:
+                    raise AssertionError(f"vLLM exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+                try:
+                    if http_get(base + "/health")[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > end:
+                    raise AssertionError(f"vLLM not healthy in {timeout}s:\n{log_path.read_text()[-4000:]}")
+                time.sleep(1)
+        yield [base for _, base, _ in procs]
     finally:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        for proc, _, _ in procs:
+            os.killpg(proc.pid, 15)
+        for proc, _, _ in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+                proc.wait()
 
 
 def agent_pod_env(models: list[dict], folder: Path, secrets: dict | None = None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from localvllm import TEST_API_KEY, make_weights_volume, served, tiny_model
+from localvllm import TEST_API_KEY, make_weights_volume, served_together, tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -20,17 +20,24 @@ def plain_logs(tmp_path_factory):
     return tmp_path_factory.mktemp("logs")
 
 
-@pytest.fixture(scope="session")
-def plain(weights_volume, plain_logs):
-    model = tiny_model("tiny", engineArgs={"maxModelLen": 512})
-    with served(model, weights_volume, plain_logs) as base:
-        yield model, base
+PLAIN = tiny_model("tiny", engineArgs={"maxModelLen": 512})
+SECURED = tiny_model("tiny-tools", apiKeySecretRef={"name": "tiny-key"},
+                     engineArgs={"maxModelLen": 512, "enableAutoToolChoice": True, "toolCallParser": "hermes"})
 
 
 @pytest.fixture(scope="session")
-def secured(weights_volume, tmp_path_factory):
-    model = tiny_model("tiny-tools", apiKeySecretRef={"name": "tiny-key"},
-                       engineArgs={"maxModelLen": 512, "enableAutoToolChoice": True, "toolCallParser": "hermes"})
-    secrets = {"tiny-key": {"api-key": TEST_API_KEY}}
-    with served(model, weights_volume, tmp_path_factory.mktemp("logs"), secrets) as base:
-        yield model, base
+def servers(weights_volume, plain_logs):
+    """Both servers, started together (a start is mostly waiting: together they take little more than one)."""
+    with served_together([(PLAIN, None), (SECURED, {"tiny-key": {"api-key": TEST_API_KEY}})], weights_volume,
+                         plain_logs) as bases:
+        yield bases
+
+
+@pytest.fixture(scope="session")
+def plain(servers):
+    return PLAIN, servers[0]
+
+
+@pytest.fixture(scope="session")
+def secured(servers):
+    return SECURED, servers[1]
