@@ -444,6 +444,38 @@ def routing_schema() -> dict:
         })
 
 
+AUTOSCALING_METRICS = ("requestsWaiting", "requestsRunning", "kvCacheUsage")
+
+
+def autoscaling_schema() -> dict:
+    return obj(
+        "Scale the server replicas on vLLM's own load signals, read from the replicas' /metrics. While it is set, the "
+        "operator owns the replica count: spec.replicas is only where a new Model starts, and `kubectl scale` or an "
+        "HPA on the Model would be overridden (use one or the other). The rule (README, Autoscaling): a count wanted "
+        "for the whole scaleUpDelaySeconds (or scaleDownDelaySeconds) is applied, so it does not flap.", {
+            "minReplicas": integer("Fewest replicas. 0 scales to zero after scaleToZeroAfterSeconds without a "
+                                   "request, and needs spec.routing: the router receives the request that wakes it.",
+                                   minimum=0, maximum=1000, default=1),
+            "maxReplicas": integer("Most replicas.", minimum=1, maximum=1000),
+            "metric": string("The load signal, summed over the ready replicas: requestsWaiting (vllm:num_requests_"
+                             "waiting, the default: requests queued for lack of room), requestsRunning "
+                             "(vllm:num_requests_running) or kvCacheUsage (vllm:kv_cache_usage_perc, 0 to 1).",
+                             enum=list(AUTOSCALING_METRICS), default="requestsWaiting"),
+            "target": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                       "description": "The metric's value per replica to scale to: replicas = ceil(sum / target). "
+                                      "Defaults: requestsWaiting 2, requestsRunning 8, kvCacheUsage 0.8."},
+            "scaleUpDelaySeconds": integer("How long more replicas must be wanted before they are added.",
+                                           minimum=0, maximum=3600, default=30),
+            "scaleDownDelaySeconds": integer("How long fewer replicas must be wanted before replicas are removed.",
+                                             minimum=0, maximum=86400, default=300),
+            "scaleToZeroAfterSeconds": integer("With minReplicas 0: how long without a request before the last "
+                                               "replica is removed.", minimum=30, maximum=86400, default=600),
+        }, required=["maxReplicas"],
+        rules=[("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"),
+               ("self.metric != 'kvCacheUsage' || !has(self.target) || self.target <= 1.0",
+                "a kvCacheUsage target is a fraction of the cache, at most 1", ".target")])
+
+
 def model_spec_schema() -> dict:
     return obj(
         "What to serve and how. Only source is required.",
@@ -499,6 +531,7 @@ def model_spec_schema() -> dict:
                          }),
             "rollout": rollout_schema(),
             "routing": routing_schema(),
+            "autoscaling": autoscaling_schema(),
             "shmSize": quantity("Size of the memory-backed /dev/shm (tensor parallel workers share tensors "
                                 "through it). Defaults to the operator's setting (8Gi)."),
             "startupTimeoutSeconds": integer("How long a replica may take to load the weights before it is "
@@ -520,6 +553,9 @@ def model_spec_schema() -> dict:
              "credentialsSecretRef does not apply to pvc:// sources", ".credentialsSecretRef"),
             gpu_resource_rule(),
             *parallel_rules(),
+            ("!has(self.autoscaling) || self.autoscaling.minReplicas > 0 || has(self.routing)",
+             "autoscaling.minReplicas 0 needs spec.routing: the router receives the request that wakes the Model",
+             ".autoscaling.minReplicas"),
         ],
     )
 
@@ -551,6 +587,14 @@ def model_status_schema() -> dict:
         "selector": string("Label selector of the server pods, for the scale subresource."),
         "endpoint": string("In-cluster OpenAI-compatible base URL."),
         "servedModelName": string("Name clients send as `model`."),
+        "autoscaling": obj("The autoscaler's last decision, when spec.autoscaling is set.", {
+            "metric": string("The load signal."),
+            "load": {"type": "number", "description": "Its sum over the ready replicas at the last look."},
+            "desiredReplicas": integer("The replica count decided."),
+            "reason": string("Steady, ScaleUp, ScaleDown, ScaleToZero, WakeUp or Clamped."),
+            "message": string("Why, in words."),
+            "lastScaleTime": string("When the replica count last changed.", format="date-time"),
+        }),
         "routing": obj("The router, when spec.routing is set.", {
             "policy": string("The policy it routes by."),
             "readyRouters": integer("Router replicas that are ready."),

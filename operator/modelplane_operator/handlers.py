@@ -17,7 +17,7 @@ from typing import Callable
 import kopf
 from kubernetes.client import ApiException
 
-from . import engine, fleet, kube, metrics, sync, webhookcert
+from . import autoscaler, engine, fleet, kube, metrics, sync, webhookcert
 from . import inject, readiness
 from .retries import Retries
 from .store import PAGE, Index, Store
@@ -29,7 +29,7 @@ from .agent import (NAMESPACE_CONFIGMAP, agent_status, audiences, configmaps_to_
 from .config import GROUP, VERSION, Config
 from .keys import AGENT_LABEL, MANAGED, MODEL_LABEL
 from .model import spec_of
-from .render import child_keys, render_children
+from .render import child_keys, render_children, server_replicas
 from .routing import router_name
 from .status import Problem, compute_status, phase_event_due, pod_summary
 
@@ -406,6 +406,29 @@ def reconcile_model_at(key: Key) -> None:
         RETRIES.clear(key)
 
 
+@kopf.timer(GROUP, VERSION, "models", interval=autoscaler.INTERVAL,
+            when=lambda spec, **_: bool((spec or {}).get("autoscaling")))
+def autoscale_model(namespace, name, **_):
+    """A Model with spec.autoscaling, every INTERVAL seconds (kopf's timers pause with the rest in a standby): its
+    replicas' load, the rule's decision into status.autoscaling, and a new count rendered into its Deployment."""
+    model = lookup_model((namespace, name))
+    if model is None or model["metadata"].get("deletionTimestamp"):
+        return
+    current = server_replicas(model)
+    decision, taken = autoscaler.look(model, list(index("Pod", "model").get((namespace, name), [])), current)
+    was = (model.get("status") or {}).get("autoscaling") or {}
+    if (was.get("desiredReplicas"), was.get("reason")) == (decision.replicas, decision.reason):
+        return  # nothing new to say: the load figure alone is not worth a write every few seconds
+    scaled = decision.replicas != current
+    status = {"metric": spec_of(model)["autoscaling"]["metric"], "load": taken.load,
+              "desiredReplicas": decision.replicas, "reason": decision.reason, "message": decision.message,
+              "lastScaleTime": now() if scaled else was.get("lastScaleTime")}
+    offer("MODIFIED", kube.patch_status(model, {"autoscaling": status}))
+    if scaled:
+        sync.post(model, "Normal", decision.reason, f"{current} -> {decision.replicas} replicas: {decision.message}")
+        reconcile_model_at((namespace, name))
+
+
 def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:
     """Run a change handler's reconcile; when the API server fails or refuses a child, status already says so, and
     kopf tries again later, waiting longer each time (RETRY_FIRST seconds, doubling up to RETRY_MAX)."""
@@ -433,6 +456,7 @@ def forget_owner(kind: str, namespace: str, name: str, uid: str) -> None:
     _been_ready.discard(uid)
     if kind == "Model":
         RETRIES.clear((namespace, name))
+        autoscaler.forget(uid)
     STATUS.forget(uid)
     _ignored_reported.pop(uid, None)
     roll_next_in_line(uid)

@@ -192,6 +192,18 @@ def claims(spec: dict) -> list[str]:
     return out
 
 
+def server_replicas(model: dict) -> int:
+    """The server replica count to render: spec.replicas, or with spec.autoscaling the autoscaler's last decision
+    (status.autoscaling.desiredReplicas; spec.replicas until it has decided), within its bounds."""
+    spec = spec_of(model)
+    scaling = spec.get("autoscaling")
+    if not scaling:
+        return spec["replicas"]
+    decided = ((model.get("status") or {}).get("autoscaling") or {}).get("desiredReplicas")
+    count = spec["replicas"] if decided is None else int(decided)
+    return min(max(count, scaling["minReplicas"]), scaling["maxReplicas"])
+
+
 def render_deployment(model: dict, config: Config) -> dict:
     spec = spec_of(model)
     name = model["metadata"]["name"]
@@ -242,7 +254,7 @@ def render_deployment(model: dict, config: Config) -> dict:
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
         "spec": {
-            "replicas": spec["replicas"],
+            "replicas": server_replicas(model),
             "selector": {"matchLabels": selector(name)},
             "strategy": rollout_strategy(spec),
             "progressDeadlineSeconds": startup_timeout(spec) + 300,

@@ -8,7 +8,7 @@ from typing import NamedTuple
 from .config import Config
 from .keys import GENERATION_ANNOTATION
 from .model import endpoint, served_model_name, spec_of
-from .render import claims, selector
+from .render import claims, selector, server_replicas
 from .routing import router_name, router_status
 
 # Container waiting reasons that will not fix themselves without a change to the Model or the cluster.
@@ -37,6 +37,7 @@ def pod_summary(pod: dict) -> dict:
                   for s in status.get("containerStatuses") or [] if (s.get("lastState") or {}).get("terminated")]
     return {
         "name": pod["metadata"]["name"],
+        "ip": status.get("podIP", ""),  # where the autoscaler reads its /metrics
         "version": pod["metadata"].get("resourceVersion", ""),
         "deleting": bool(pod["metadata"].get("deletionTimestamp")),
         "scheduled": scheduled.get("status", "Unknown"),
@@ -77,7 +78,7 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
     meta = model["metadata"]
     applied = ((deployment or {}).get("metadata") or {}).get("annotations", {}).get(GENERATION_ANNOTATION)
     generation = int(applied) if applied else meta.get("generation", 1)
-    desired = spec["replicas"]
+    desired = server_replicas(model)
     previous = (model.get("status") or {}).get("conditions") or []
     dstatus = (deployment or {}).get("status") or {}
     ready = dstatus.get("readyReplicas", 0)

@@ -1,4 +1,4 @@
-"""Run in a pod of the agents image by tests/node/test_routing.py: agent-like conversations (each turn resends the
+"""Run in a pod of the agents image by tests/node/test_node_routing.py: agent-like conversations (each turn resends the
 whole, growing conversation), side by side, to a routed Model, through its router and through its plain <name>-vllm
 Service. Which replica served each request, and the prefix cache's hits and queries, come from each vLLM pod's own
 /metrics (read before and after each turn); the router's prefix decisions from its metrics port. Prints one JSON

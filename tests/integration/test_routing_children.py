@@ -1,6 +1,6 @@
 """spec.routing against the real control plane (kwok nodes): the router's objects are written, its pods run, status
 says so, and switching routing off deletes them and points the Service back at the server pods. The router itself
-serving real requests is tests/node/test_routing.py."""
+serving real requests is tests/node/test_node_routing.py."""
 
 from __future__ import annotations
 
@@ -57,3 +57,24 @@ def test_a_router_name_taken_by_another_model_is_a_clear_problem(kube, operator,
     assert f"Deployment {namespace}/m-router already exists" in progressing["message"]
     owner = kube.get("deployment", "m-router", namespace)["metadata"]["ownerReferences"][0]["name"]
     assert owner == "m-router"  # never taken over
+
+
+@pytest.mark.parametrize("autoscaling, words", [
+    ({"minReplicas": 0, "maxReplicas": 2}, "needs spec.routing"),
+    ({"minReplicas": 3, "maxReplicas": 2}, "minReplicas must not exceed maxReplicas"),
+    ({"maxReplicas": 2, "metric": "kvCacheUsage", "target": 1.5}, "at most 1"),
+])
+def test_autoscaling_refused_at_admission(kube, namespace, autoscaling, words):
+    proc = kube.apply(builders.model("bad", namespace, autoscaling=autoscaling), check=False)
+    assert proc.returncode != 0 and words in proc.stderr, proc.stderr
+
+
+def test_an_autoscaled_model_reports_its_autoscaler(kube, operator, namespace):
+    """The timer runs against the real API server: kwok's pods serve no /metrics, so the load reads 0 and the
+    decision is to stay (the rule itself is tests/unit/test_autoscale.py, scaling on real load tests/node)."""
+    kube.apply(builders.model("auto", namespace, replicas=2, autoscaling={"minReplicas": 1, "maxReplicas": 3}))
+    status = kube.wait_for(lambda: ((kube.get("model", "auto", namespace) or {}).get("status") or {}).get(
+        "autoscaling"), timeout=60, what="status.autoscaling")
+    assert status["metric"] == "requestsWaiting" and status["desiredReplicas"] == 2, status
+    assert status["reason"] == "Steady" and status["load"] == 0, status
+    assert kube.get("deployment", "auto", namespace)["spec"]["replicas"] == 2

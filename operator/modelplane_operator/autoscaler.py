@@ -1,0 +1,77 @@
+"""The in-process autoscaler of Models with spec.autoscaling: every INTERVAL seconds it reads vLLM's load signal from
+each ready server pod's /metrics (and, for a Model that may go to zero, its router's request count), keeps the
+history the rule needs (autoscale.py) and hands back a decision. The replica count it decides is written to
+status.autoscaling.desiredReplicas, from which the Deployment is rendered (render.server_replicas)."""
+
+from __future__ import annotations
+
+import logging
+import time
+import urllib.request
+
+from . import autoscale, kube
+from .config import SERVER_PORT
+from .keys import ROUTER_LABEL
+from .model import spec_of
+
+INTERVAL = 10.0  # seconds between two looks at a Model's replicas
+SCRAPE_TIMEOUT = 3.0
+ROUTER_METRICS_PORT = 29000
+log = logging.getLogger("modelplane")
+
+_history: dict[str, list[autoscale.Sample]] = {}  # Model uid -> its samples, oldest first
+
+
+def forget(uid: str) -> None:
+    _history.pop(uid, None)
+
+
+def metrics_text(url: str) -> str | None:
+    try:
+        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
+            return response.read().decode(errors="replace")
+    except (OSError, ValueError) as e:  # a pod going away, or not serving yet: it is left out of this look
+        log.debug("autoscaler: %s: %s", url, e)
+        return None
+
+
+def router_requests(namespace: str, name: str) -> float:
+    """Requests the Model's routers have received (their counters summed); 0 when none answers."""
+    pods = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods",
+                        query={"labelSelector": f"{ROUTER_LABEL}={name}"}).get("items", [])
+    total = 0.0
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        text = metrics_text(f"http://{ip}:{ROUTER_METRICS_PORT}/metrics") if ip else None
+        if text:
+            total += autoscale.sum_metric(text, autoscale.ROUTER_REQUESTS)
+    return total
+
+
+def sample(model: dict, pods: list[dict], now: float) -> autoscale.Sample:
+    """One look: the metric summed over the ready server pods that answered, and the requests seen."""
+    scaling = spec_of(model)["autoscaling"]
+    gauge = autoscale.METRICS[scaling["metric"]][0]
+    load = requests = 0.0
+    for pod in pods:
+        if pod["ready"] and not pod["deleting"] and pod.get("ip"):
+            text = metrics_text(f"http://{pod['ip']}:{SERVER_PORT}/metrics")
+            if text:
+                load += autoscale.sum_metric(text, gauge)
+                requests += autoscale.sum_metric(text, autoscale.REQUESTS_COUNTER)
+    if scaling["minReplicas"] == 0:
+        meta = model["metadata"]
+        requests += router_requests(meta["namespace"], meta["name"])
+    return autoscale.Sample(now, load, requests)
+
+
+def look(model: dict, pods: list[dict], current: int,
+         now: float | None = None) -> tuple[autoscale.Decision, autoscale.Sample]:
+    """Take a sample and decide; `current` is the replica count now rendered. (The decision, the sample.)"""
+    now = time.monotonic() if now is None else now
+    scaling = spec_of(model)["autoscaling"]
+    uid = model["metadata"]["uid"]
+    taken = sample(model, pods, now)
+    history = autoscale.keep(_history.get(uid, []) + [taken], now, scaling)
+    _history[uid] = history
+    return autoscale.decide(scaling, history, current, now), taken
