@@ -54,7 +54,8 @@ class Kube:
             names += [i["metadata"]["name"] for i in doc.get("items", [doc])]
 
         def established():
-            crds = json.loads(self.run("get", "crd", *names, "-o", "json").stdout)["items"]
+            got = json.loads(self.run("get", "crd", *names, "-o", "json").stdout)
+            crds = got.get("items", [got])  # kubectl answers one name with the object itself
             return all(any(c["type"] == "Established" and c["status"] == "True"
                            for c in (crd.get("status") or {}).get("conditions") or []) for crd in crds)
         self.wait_for(established, timeout=60, what=f"CRDs {names} established")

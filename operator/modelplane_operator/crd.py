@@ -470,6 +470,14 @@ def autoscaling_schema() -> dict:
                                              minimum=0, maximum=86400, default=300),
             "scaleToZeroAfterSeconds": integer("With minReplicas 0: how long without a request before the last "
                                                "replica is removed.", minimum=30, maximum=86400, default=600),
+            "keda": obj("Scale with KEDA instead of in-process: the operator renders a ScaledObject (same name) "
+                        "with a Prometheus trigger on the same signal, target and delays, scaling this Model "
+                        "through its scale subresource. KEDA must be installed.", {
+                            "prometheusAddress": string("The Prometheus that scrapes the replicas (their pods carry "
+                                                        "prometheus.io/scrape annotations), e.g. "
+                                                        "http://prometheus.monitoring:9090.", minLength=1,
+                                                        maxLength=1024, pattern="^https?://"),
+                        }, required=["prometheusAddress"]),
         }, required=["maxReplicas"],
         rules=[("self.minReplicas <= self.maxReplicas", "minReplicas must not exceed maxReplicas", ".minReplicas"),
                ("self.metric != 'kvCacheUsage' || !has(self.target) || self.target <= 1.0",
@@ -553,8 +561,10 @@ def model_spec_schema() -> dict:
              "credentialsSecretRef does not apply to pvc:// sources", ".credentialsSecretRef"),
             gpu_resource_rule(),
             *parallel_rules(),
-            ("!has(self.autoscaling) || self.autoscaling.minReplicas > 0 || has(self.routing)",
-             "autoscaling.minReplicas 0 needs spec.routing: the router receives the request that wakes the Model",
+            ("!has(self.autoscaling) || self.autoscaling.minReplicas > 0 || has(self.routing) || "
+             "has(self.autoscaling.keda)",
+             "autoscaling.minReplicas 0 needs spec.routing (the router receives the request that wakes the Model) or "
+             "autoscaling.keda",
              ".autoscaling.minReplicas"),
         ],
     )
@@ -588,6 +598,7 @@ def model_status_schema() -> dict:
         "endpoint": string("In-cluster OpenAI-compatible base URL."),
         "servedModelName": string("Name clients send as `model`."),
         "autoscaling": obj("The autoscaler's last decision, when spec.autoscaling is set.", {
+            "scaledObject": string("With autoscaling.keda: the ScaledObject that scales this Model."),
             "metric": string("The load signal."),
             "load": {"type": "number", "description": "Its sum over the ready replicas at the last look."},
             "desiredReplicas": integer("The replica count decided."),

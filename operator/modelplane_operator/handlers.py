@@ -31,6 +31,7 @@ from .keys import AGENT_LABEL, MANAGED, MODEL_LABEL
 from .model import spec_of
 from .render import child_keys, render_children, server_replicas
 from .routing import router_name
+from .keda import API_VERSION as KEDA_API, keda_of
 from .status import Problem, compute_status, phase_event_due, pod_summary
 
 # Set by install(), from main, before kopf runs: the typed settings and what depends on them.
@@ -271,6 +272,9 @@ def reconcile_model(model: dict) -> Problem | None:
         reported = STATUS.previous(model).get("observedGeneration")
         cause = "update" if reported not in (None, model["metadata"].get("generation")) else "event"
         observed = observed_children(ns, child_keys(name))
+        if keda_of(model) or ((model.get("status") or {}).get("autoscaling") or {}).get("scaledObject"):
+            observed[("ScaledObject", name)] = sync.existing({"apiVersion": KEDA_API, "kind": "ScaledObject",
+                                                             "metadata": {"namespace": ns, "name": name}})
         desired = rendered = render_children(model, CONFIG)
         desired[0] = fleet.stamp(desired[0])
         uid = model["metadata"]["uid"]
@@ -407,7 +411,8 @@ def reconcile_model_at(key: Key) -> None:
 
 
 @kopf.timer(GROUP, VERSION, "models", interval=autoscaler.INTERVAL,
-            when=lambda spec, **_: bool((spec or {}).get("autoscaling")))
+            when=lambda spec, **_: bool((spec or {}).get("autoscaling"))
+            and not ((spec or {}).get("autoscaling") or {}).get("keda"))
 def autoscale_model(namespace, name, **_):
     """A Model with spec.autoscaling, every INTERVAL seconds (kopf's timers pause with the rest in a standby): its
     replicas' load, the rule's decision into status.autoscaling, and a new count rendered into its Deployment."""
@@ -422,7 +427,7 @@ def autoscale_model(namespace, name, **_):
     scaled = decision.replicas != current
     status = {"metric": spec_of(model)["autoscaling"]["metric"], "load": taken.load,
               "desiredReplicas": decision.replicas, "reason": decision.reason, "message": decision.message,
-              "lastScaleTime": now() if scaled else was.get("lastScaleTime")}
+              "lastScaleTime": now() if scaled else was.get("lastScaleTime"), "scaledObject": None}
     offer("MODIFIED", kube.patch_status(model, {"autoscaling": status}))
     if scaled:
         sync.post(model, "Normal", decision.reason, f"{current} -> {decision.replicas} replicas: {decision.message}")

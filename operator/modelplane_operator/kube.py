@@ -31,6 +31,7 @@ _KINDS = {
     ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
     ("rbac.authorization.k8s.io/v1", "Role"): ("/apis/rbac.authorization.k8s.io/v1", "roles"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    ("keda.sh/v1alpha1", "ScaledObject"): ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     (f"{GROUP}/{VERSION}", "Model"): (f"/apis/{GROUP}/{VERSION}", "models"),
     (f"{GROUP}/{VERSION}", "Agent"): (f"/apis/{GROUP}/{VERSION}", "agents"),
     ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"):
@@ -112,10 +113,12 @@ def object_path(api_version: str, kind: str, namespace: str | None, name: str = 
 
 
 def apply(obj: dict) -> dict:
-    """Server-side apply with the operator's field manager; force takes back fields someone else changed."""
+    """Server-side apply with the operator's field manager; force takes back fields someone else changed. Strict: a
+    field the API server does not know (another project's CRD of another version) is refused, not dropped."""
     meta = obj["metadata"]
     path = object_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"])
-    return request("PATCH", path, obj, query={"fieldManager": FIELD_MANAGER, "force": "true"},
+    return request("PATCH", path, obj, query={"fieldManager": FIELD_MANAGER, "force": "true",
+                                              "fieldValidation": "Strict"},
                    content_type="application/apply-patch+yaml")
 
 

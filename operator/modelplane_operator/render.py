@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import cpuprofile, engine, quantity, routing, source as sources
+from . import cpuprofile, engine, keda, quantity, routing, source as sources
 from .config import SERVER_PORT, Config
 from .crd import MAX_WAIT_SECONDS
 from .keys import AGENT_LABEL, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
@@ -193,11 +193,11 @@ def claims(spec: dict) -> list[str]:
 
 
 def server_replicas(model: dict) -> int:
-    """The server replica count to render: spec.replicas, or with spec.autoscaling the autoscaler's last decision
-    (status.autoscaling.desiredReplicas; spec.replicas until it has decided), within its bounds."""
+    """The server replica count to render: spec.replicas, or with in-process autoscaling the autoscaler's last
+    decision (status.autoscaling.desiredReplicas; spec.replicas until it has decided), within its bounds."""
     spec = spec_of(model)
     scaling = spec.get("autoscaling")
-    if not scaling:
+    if not scaling or scaling.get("keda"):  # KEDA scales the Model's spec.replicas itself
         return spec["replicas"]
     decided = ((model.get("status") or {}).get("autoscaling") or {}).get("desiredReplicas")
     count = spec["replicas"] if decided is None else int(decided)
@@ -331,12 +331,15 @@ def render_children(model: dict, config: Config) -> list[dict]:
         children.append(render_network_policy(model, config))
         if routed:
             children.append(render_network_policy(model, config, for_router=True))
+    if keda.keda_of(model):
+        children.append(keda.render_scaled_object(model, _metadata(model)))
     return children
 
 
 def child_keys(name: str) -> list[tuple[str, str]]:
-    """(kind, name) of every child a Model named `name` may have, rendered or not: those it no longer wants (routing
-    or policies switched off) are found there and deleted."""
+    """(kind, name) of every child a Model named `name` may have that the operator watches, rendered or not: those
+    it no longer wants (routing or policies switched off) are found there and deleted. (Its KEDA ScaledObject, of a
+    CRD that may not be installed, is not watched: handlers read it when the Model has or had one.)"""
     router = routing.router_name(name)
     return [("Deployment", name), ("Service", name), ("NetworkPolicy", name), ("Service", routing.direct_name(name)),
             ("Deployment", router), ("ServiceAccount", router), ("Role", router), ("RoleBinding", router),

@@ -171,8 +171,19 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         "servedModelName": served_model_name(model),
         # routing switched off: null removes what an earlier status said (status is merge-patched)
         **({"routing": routed} if routed or (model.get("status") or {}).get("routing") else {}),
+        **autoscaling_status(model),
         "observedGeneration": generation,
     }
+
+
+def autoscaling_status(model: dict) -> dict:
+    """status.autoscaling as far as the reconcile says it: the ScaledObject of a KEDA-scaled Model, nothing of an
+    in-process one (its timer writes the decisions), null once autoscaling is gone."""
+    scaling = spec_of(model).get("autoscaling")
+    had = (model.get("status") or {}).get("autoscaling")
+    if scaling and scaling.get("keda"):
+        return {"autoscaling": {"scaledObject": model["metadata"]["name"], "metric": scaling["metric"]}}
+    return {"autoscaling": None} if had and not scaling else {}
 
 
 def waiting_for_gpu(spec: dict, unschedulable: list[dict], config: Config) -> list[dict]:

@@ -40,6 +40,7 @@ REVIEWED_RULES = {
     ("", "serviceaccounts", "create,delete,get,list,patch,watch"),
     ("rbac.authorization.k8s.io", "roles", "create,delete,get,list,patch,watch"),
     ("rbac.authorization.k8s.io", "rolebindings", "create,delete,get,list,patch,watch"),
+    ("keda.sh", "scaledobjects", "create,delete,get,patch"),
     ("", "pods", "get,list,watch"),  # get: granted to the router's Role, so the operator holds it too
     ("", "events", "create"),
     ("events.k8s.io", "events", "create"),

@@ -78,3 +78,48 @@ def test_an_autoscaled_model_reports_its_autoscaler(kube, operator, namespace):
     assert status["metric"] == "requestsWaiting" and status["desiredReplicas"] == 2, status
     assert status["reason"] == "Steady" and status["load"] == 0, status
     assert kube.get("deployment", "auto", namespace)["spec"]["replicas"] == 2
+
+
+def keda_crd() -> str:
+    """KEDA's own ScaledObject CRD, from its Go module (KEDA_VERSION in hack/versions.env; the Go module cache keeps
+    it), so what the operator renders is checked against the schema KEDA publishes."""
+    import json as _json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    versions = dict(line.split("=", 1) for line in (Path(__file__).resolve().parents[2] / "hack" / "versions.env")
+                    .read_text().splitlines() if line and not line.startswith("#"))
+    out = subprocess.run(["go", "mod", "download", "-json", f"github.com/kedacore/keda/v2@{versions['KEDA_VERSION']}"],
+                         capture_output=True, text=True, timeout=600, cwd="/",
+                         env={**os.environ, "GOFLAGS": "-mod=mod"})
+    assert out.returncode == 0, out.stdout + out.stderr
+    return str(Path(_json.loads(out.stdout)["Dir"]) / "config" / "crd" / "bases" / "keda.sh_scaledobjects.yaml")
+
+
+def test_keda_scaled_object_passes_kedas_own_schema(kube, operator, namespace):
+    from modelplane_operator.config import Config
+    from modelplane_operator.render import render_children
+    from modelplane_operator.sync import is_subset
+
+    kube.install_crds(keda_crd())
+    model = builders.model("k", namespace, autoscaling={
+        "minReplicas": 0, "maxReplicas": 3, "keda": {"prometheusAddress": "http://prometheus.monitoring:9090"}})
+    kube.apply(model)
+    scaled = kube.wait_for(lambda: kube.get("scaledobject", "k", namespace), timeout=60, what="the ScaledObject")
+    stored = kube.get("model", "k", namespace)
+    [rendered] = [c for c in render_children(stored, Config()) if c["kind"] == "ScaledObject"]
+    # applied with fieldValidation=Strict: an unknown field would have been refused; nothing was pruned either
+    assert is_subset(rendered["spec"], scaled["spec"]), scaled["spec"]
+    assert scaled["metadata"]["ownerReferences"][0]["name"] == "k"
+    kube.wait_for(lambda: ((kube.get("model", "k", namespace).get("status") or {}).get("autoscaling") or {}).get(
+        "scaledObject") == "k", timeout=30, what="status.autoscaling.scaledObject")
+    # KEDA scales the Model through its scale subresource; the Deployment follows spec.replicas
+    kube.run("scale", "model", "k", "-n", namespace, "--replicas=2")
+    kube.wait_for(lambda: kube.get("deployment", "k", namespace)["spec"]["replicas"] == 2, timeout=30,
+                  what="the Deployment at 2")
+
+    kube.run("patch", "model", "k", "-n", namespace, "--type=json", "-p",
+             '[{"op":"remove","path":"/spec/autoscaling/keda"}, {"op":"replace","path":"/spec/autoscaling/minReplicas",'
+             '"value":1}]')
+    kube.wait_for(lambda: kube.get("scaledobject", "k", namespace) is None, timeout=60, what="the ScaledObject gone")

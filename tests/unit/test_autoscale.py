@@ -129,3 +129,42 @@ def test_the_deployment_runs_what_the_autoscaler_decided(replicas, decided, expe
     assert render_deployment(model, Config())["spec"]["replicas"] == expected
     plain = {**model, "spec": {"source": "hf://a/b", "replicas": replicas}}
     assert server_replicas(plain) == replicas  # without autoscaling, status is not read
+
+
+def keda_model(**autoscaling) -> dict:
+    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": 1},
+            "spec": {"source": "hf://a/b", "replicas": 3, "servedModelName": "qwen", "autoscaling": {
+                "maxReplicas": 5, "minReplicas": 0, "keda": {"prometheusAddress": "http://prom.monitoring:9090"},
+                **autoscaling}},
+            "status": {"autoscaling": {"desiredReplicas": 1}}}
+
+
+def test_keda_scales_the_model_with_the_same_signal_target_and_delays():
+    from modelplane_operator.config import Config
+    from modelplane_operator.render import render_children, server_replicas
+
+    model = keda_model(metric="kvCacheUsage", scaleUpDelaySeconds=15, scaleDownDelaySeconds=120)
+    [scaled] = [c for c in render_children(model, Config()) if c["kind"] == "ScaledObject"]
+    spec = scaled["spec"]
+    assert scaled["metadata"]["name"] == "m" and scaled["metadata"]["ownerReferences"][0]["uid"] == "u"
+    assert spec["scaleTargetRef"] == {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "name": "m"}
+    assert (spec["minReplicaCount"], spec["maxReplicaCount"], spec["cooldownPeriod"]) == (0, 5, 600)
+    behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 15
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 120
+    [trigger] = spec["triggers"]
+    assert trigger["type"] == "prometheus" and trigger["metadata"]["threshold"] == "0.8"
+    assert trigger["metadata"]["query"] == 'sum(vllm:kv_cache_usage_perc{namespace="ns",model_name="qwen"})'
+    assert server_replicas(model) == 3  # KEDA writes spec.replicas; status is not read
+
+
+def test_a_keda_model_says_which_scaled_object_scales_it():
+    from modelplane_operator.status import autoscaling_status
+
+    assert autoscaling_status(keda_model()) == {"autoscaling": {"scaledObject": "m", "metric": "requestsWaiting"}}
+    gone = {**keda_model(), "spec": {"source": "hf://a/b"}}
+    assert autoscaling_status(gone) == {"autoscaling": None}  # null removes it (merge patch)
+    in_process = keda_model()
+    del in_process["spec"]["autoscaling"]["keda"]
+    assert autoscaling_status(in_process) == {}  # the timer writes it
