@@ -55,8 +55,10 @@ def window(history: list[Sample], now: float, seconds: float) -> list[Sample] | 
     return [s for s in history if s.at >= now - seconds] or [history[-1]]
 
 
-def decide(autoscaling: dict, history: list[Sample], current: int, now: float) -> Decision:
-    """The replica count for a Model running `current` replicas (its Deployment's spec), samples oldest first."""
+def decide(autoscaling: dict, history: list[Sample], current: int, now: float, ready: int | None = None) -> Decision:
+    """The replica count for a Model running `current` replicas (its Deployment's spec), samples oldest first.
+    `ready`: how many of them are ready; while fewer than `current` are (a replica being added or replaced), none is
+    removed: the load the ready ones report is not yet spread over the new one."""
     low, high = int(autoscaling["minReplicas"]), int(autoscaling["maxReplicas"])
     metric = autoscaling["metric"]
     if not history:
@@ -71,7 +73,8 @@ def decide(autoscaling: dict, history: list[Sample], current: int, now: float) -
     if current < max(low, 1) or current > high:
         bounded = min(max(current, max(low, 1)), high)
         return Decision(bounded, "Clamped", f"within minReplicas {low} and maxReplicas {high}")
-    if low == 0:
+    settling = ready is not None and ready < current
+    if low == 0 and not settling:
         idle = window(history, now, float(autoscaling["scaleToZeroAfterSeconds"]))
         if idle and idle[-1].requests == idle[0].requests and all(s.load == 0 for s in idle):
             return Decision(0, "ScaleToZero", f"no request for {autoscaling['scaleToZeroAfterSeconds']}s")
@@ -81,6 +84,8 @@ def decide(autoscaling: dict, history: list[Sample], current: int, now: float) -
         return Decision(to, "ScaleUp", f"{metric} {last.load:g} over {current} replica(s), target "
                                        f"{target_of(autoscaling):g} each, for {autoscaling['scaleUpDelaySeconds']}s")
     down = window(history, now, float(autoscaling["scaleDownDelaySeconds"]))
+    if settling:
+        return Decision(current, "Steady", f"{ready} of {current} replica(s) ready: none is removed until all are")
     if down and max(wanted(s.load, autoscaling) for s in down) < current:
         to = max(wanted(s.load, autoscaling) for s in down)
         return Decision(to, "ScaleDown", f"{metric} at most {max(s.load for s in down):g} over "

@@ -15,7 +15,7 @@ from .keys import ROUTER_LABEL
 from .model import spec_of
 
 INTERVAL = 10.0  # seconds between two looks at a Model's replicas
-SCRAPE_TIMEOUT = 3.0
+SCRAPE_TIMEOUT = 8.0  # a busy server answers /metrics late; shorter than INTERVAL
 ROUTER_METRICS_PORT = 29000
 log = logging.getLogger("modelplane")
 
@@ -48,17 +48,19 @@ def router_requests(namespace: str, name: str) -> float:
     return total
 
 
-def sample(model: dict, pods: list[dict], now: float) -> autoscale.Sample:
-    """One look: the metric summed over the ready server pods that answered, and the requests seen."""
+def sample(model: dict, pods: list[dict], now: float) -> autoscale.Sample | None:
+    """One look: the metric summed over the ready server pods, and the requests seen; None when a ready pod did not
+    answer (a busy server's silence is not zero load: the look is left out)."""
     scaling = spec_of(model)["autoscaling"]
     gauge = autoscale.METRICS[scaling["metric"]][0]
     load = requests = 0.0
     for pod in pods:
         if pod["ready"] and not pod["deleting"] and pod.get("ip"):
             text = metrics_text(f"http://{pod['ip']}:{SERVER_PORT}/metrics")
-            if text:
-                load += autoscale.sum_metric(text, gauge)
-                requests += autoscale.sum_metric(text, autoscale.REQUESTS_COUNTER)
+            if text is None:
+                return None
+            load += autoscale.sum_metric(text, gauge)
+            requests += autoscale.sum_metric(text, autoscale.REQUESTS_COUNTER)
     if scaling["minReplicas"] == 0:
         meta = model["metadata"]
         requests += router_requests(meta["namespace"], meta["name"])
@@ -66,12 +68,13 @@ def sample(model: dict, pods: list[dict], now: float) -> autoscale.Sample:
 
 
 def look(model: dict, pods: list[dict], current: int,
-         now: float | None = None) -> tuple[autoscale.Decision, autoscale.Sample]:
-    """Take a sample and decide; `current` is the replica count now rendered. (The decision, the sample.)"""
+         now: float | None = None) -> tuple[autoscale.Decision, autoscale.Sample | None]:
+    """Take a sample and decide; `current` is the replica count now rendered. (The decision, the sample or None.)"""
     now = time.monotonic() if now is None else now
     scaling = spec_of(model)["autoscaling"]
     uid = model["metadata"]["uid"]
     taken = sample(model, pods, now)
-    history = autoscale.keep(_history.get(uid, []) + [taken], now, scaling)
+    history = autoscale.keep(_history.get(uid, []) + ([taken] if taken else []), now, scaling)
     _history[uid] = history
-    return autoscale.decide(scaling, history, current, now), taken
+    ready = sum(1 for p in pods if p["ready"] and not p["deleting"])
+    return autoscale.decide(scaling, history, current, now, ready), taken

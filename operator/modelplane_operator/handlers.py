@@ -264,13 +264,14 @@ def offer(type: str | None, body) -> None:
 
 # --- Models -----------------------------------------------------------------------------------------------------
 
-def reconcile_model(model: dict) -> Problem | None:
+def reconcile_model(model: dict, cause: str | None = None) -> Problem | None:
+    """`cause` "autoscale": the autoscaler changed the replica count (its own Event says so)."""
     ns, name = model["metadata"]["namespace"], model["metadata"]["name"]
     with sync.reconciling(("Model", ns, name)):
         # A status computed from an older generation: the spec changed since (children differing are Updated, not
         # drift reverted).
         reported = STATUS.previous(model).get("observedGeneration")
-        cause = "update" if reported not in (None, model["metadata"].get("generation")) else "event"
+        cause = cause or ("update" if reported not in (None, model["metadata"].get("generation")) else "event")
         observed = observed_children(ns, child_keys(name))
         if keda_of(model) or ((model.get("status") or {}).get("autoscaling") or {}).get("scaledObject"):
             observed[("ScaledObject", name)] = sync.existing({"apiVersion": KEDA_API, "kind": "ScaledObject",
@@ -391,7 +392,7 @@ def model_event(type, body, uid, namespace, name, **_):
     model_seen_by_agents(namespace, name)
 
 
-def reconcile_model_at(key: Key) -> None:
+def reconcile_model_at(key: Key, cause: str | None = None) -> None:
     """Reconcile the Model at `key` as the index has it; after a problem (status says which) or a failed request,
     again later, waiting longer each time (RETRY_FIRST seconds, doubling up to RETRY_MAX)."""
     model = sync.first(index("Model"), key)
@@ -399,7 +400,7 @@ def reconcile_model_at(key: Key) -> None:
         RETRIES.clear(key)
         return
     try:
-        problem = reconcile_model(dict(model))
+        problem = reconcile_model(dict(model), cause)
         why = problem and f"{problem.reason}: {problem.message}"
     except ApiException as e:
         why = f"API request failed ({e.status} {e.reason})"
@@ -425,13 +426,13 @@ def autoscale_model(namespace, name, **_):
     if (was.get("desiredReplicas"), was.get("reason")) == (decision.replicas, decision.reason):
         return  # nothing new to say: the load figure alone is not worth a write every few seconds
     scaled = decision.replicas != current
-    status = {"metric": spec_of(model)["autoscaling"]["metric"], "load": taken.load,
+    status = {"metric": spec_of(model)["autoscaling"]["metric"], "load": taken.load if taken else was.get("load"),
               "desiredReplicas": decision.replicas, "reason": decision.reason, "message": decision.message,
               "lastScaleTime": now() if scaled else was.get("lastScaleTime"), "scaledObject": None}
     offer("MODIFIED", kube.patch_status(model, {"autoscaling": status}))
     if scaled:
         sync.post(model, "Normal", decision.reason, f"{current} -> {decision.replicas} replicas: {decision.message}")
-        reconcile_model_at((namespace, name))
+        reconcile_model_at((namespace, name), cause="autoscale")
 
 
 def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:

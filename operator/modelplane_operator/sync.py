@@ -148,8 +148,11 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
     observed = dict(observed)
     problems = []
     applied: dict[str, list[str]] = {}  # verb -> "Kind name": one Event per verb, not one per child
-    results = _CHILDREN.map(lambda child: _sync_child(owner, child, observed.get(child_key(child)), cause), desired)
-    for child, (now, verb, problem) in zip(desired, list(results)):
+    later = [c for c in desired if c["kind"] in SECOND]
+    first = [c for c in desired if c["kind"] not in SECOND]
+    results = [r for wave in (first, later) for r in _CHILDREN.map(
+        lambda child: _sync_child(owner, child, observed.get(child_key(child)), cause), wave)]
+    for child, (now, verb, problem) in zip(first + later, results):
         kind, name = child_key(child)
         observed[kind, name] = now
         if problem:
@@ -158,9 +161,9 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
             metrics.APPLIES.labels(kind, verb).inc()
             applied.setdefault(verb, []).append(f"{kind} {name}")
     for verb, children in applied.items():
-        # Not for a new owner's children (what its author asked for) nor for an Agent following its Model (routine):
-        # status shows both.
-        if verb != "Created" and cause != "model":
+        # Not for a new owner's children (what its author asked for), an Agent following its Model (routine) nor a
+        # count the autoscaler changed (its own Event says why): status shows them.
+        if verb != "Created" and cause not in ("model", "autoscale"):
             post(owner, "Normal", verb, f"{verb} {', '.join(children)}")
     uid = owner["metadata"]["uid"]
     if problems and _last_problem.get(uid) != problems[-1]:
@@ -169,6 +172,9 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
     return observed, (problems[-1] if problems else None)
 
 
+# Written once the rest exist: the API server resolves a RoleBinding's Role to check that whoever binds it holds its
+# permissions (the operator has no `bind` verb), so a RoleBinding sent beside its new Role is refused as not found.
+SECOND = {"RoleBinding"}
 _last_problem: dict[str, Problem | None] = {}  # owner uid -> the Problem last posted, so a retry does not repeat it
 # Leaf tasks only (they never wait on other tasks of this pool), so it cannot deadlock however busy it is.
 _CHILDREN = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="children")
@@ -197,7 +203,7 @@ def _sync_child(owner: dict, child: dict, actual: dict | None, cause: str) -> tu
     """(the child as it now is, the verb if it was written, a Problem if it could not be)."""
     if actual is None:
         actual = existing(child)  # unknown to the watches: is the name free?
-    verb, problem = plan_child(owner, child, actual, spec_changed=cause in ("update", "model"))
+    verb, problem = plan_child(owner, child, actual, spec_changed=cause in ("update", "model", "autoscale"))
     if verb is None:
         return (None if problem else actual), None, problem
     try:

@@ -23,11 +23,39 @@ def routed_model(ns: str) -> dict:
     """The tiny model, two replicas of 500m each (the node has two cores), keyed, behind the router."""
     return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": "routed", "namespace": ns},
             "spec": {"source": "pvc://weights/tiny", "gpus": 0, "replicas": 2,
-                     "engineArgs": {"maxModelLen": 512}, "resources": {"requests": {"cpu": "500m"}},
+                     # two requests at a time per replica: more queue (requestsWaiting, what the autoscaler reads)
+                     "engineArgs": {"maxModelLen": 512, "maxNumSeqs": 2}, "resources": {"requests": {"cpu": "500m"}},
                      "apiKeySecretRef": {"name": "routed-key"}, "routing": {}}}
 
 
-def test_conversations_keep_to_a_replica_through_the_router(kube, operator, weights_pv):
+def client_pod(name: str, ns: str, script: Path, env: dict) -> dict:
+    """A pod of the agents image running `script`, with the Model's key from its Secret as API_KEY."""
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "client", "image": "modelplane-agent:0.1.0", "command": ["python", "-c", script.read_text()],
+                "env": [*({"name": k, "value": v} for k, v in env.items()),
+                        {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "routed-key", "key": "api-key"}}}]}]}}
+
+
+def result_of(kube, ns: str, pod: str, timeout: float, during=None):
+    """The pod's RESULT line, parsed, once it has finished; `during()` is called every 2 s meanwhile."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        phase = ((kube.get("pod", pod, ns) or {}).get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            logs = kube.run("logs", pod, "-n", ns, check=False).stdout
+            line = next((ln for ln in logs.splitlines() if ln.startswith("RESULT ")), None)
+            assert line, logs[-3000:]
+            return json.loads(line[len("RESULT "):])
+        if during:
+            during()
+        time.sleep(2)
+    raise AssertionError(f"{pod} did not finish in {timeout}s")
+
+
+def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
+    """One routed Model for both (each real replica costs minutes on two cores): conversations through the router,
+    then autoscaling switched on under light load (2 -> 1) and heavy load (1 -> 2), no request failing."""
     with temporary_namespace(kube, "route") as ns:
         bind_weights(kube, ns, weights_pv)
         kube.run("create", "secret", "generic", "routed-key", "-n", ns, f"--from-literal=api-key={TEST_API_KEY}")
@@ -47,30 +75,14 @@ def test_conversations_keep_to_a_replica_through_the_router(kube, operator, weig
         servers = get_json(kube, "pods", "-n", ns, "-l", "modelplane.dev/model=routed")["items"]
         assert len(servers) == 2 and all(p["status"].get("podIP") for p in servers)
 
-        client = HERE / "routing_client.py"
         env = {"ROUTER_URL": f"http://routed.{ns}.svc.cluster.local:8000/v1",
                "DIRECT_URL": f"http://routed-vllm.{ns}.svc.cluster.local:8000/v1", "MODEL": "routed",
                "SERVER_PODS": ",".join(p["status"]["podIP"] for p in servers),
                "ROUTER_POD": router_pod["status"]["podIP"]}
-        kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client", "namespace": ns},
-                    "spec": {"restartPolicy": "Never", "containers": [{
-                        "name": "client", "image": "modelplane-agent:0.1.0", "command": ["python", "-c",
-                                                                                      client.read_text()],
-                        "env": [*({"name": k, "value": v} for k, v in env.items()),
-                                {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": "routed-key",
-                                                                                   "key": "api-key"}}}]}]}})
-        def finished():
-            phase = ((kube.get("pod", "client", ns) or {}).get("status") or {}).get("phase")
-            return kube.run("logs", "client", "-n", ns, check=False).stdout if phase in ("Succeeded", "Failed") \
-                else None
-        logs = kube.wait_for(finished, timeout=600, interval=3, what="the client pod's result")
-        line = next((ln for ln in logs.splitlines() if ln.startswith("RESULT ")), None)
-        assert line, logs[-3000:]
-        result = json.loads(line[len("RESULT "):])
+        kube.apply(client_pod("client", ns, HERE / "routing_client.py", env))
+        result = result_of(kube, ns, "client", timeout=600)
         router, direct = result["router"], result["direct"]
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "real-node-routing.json").write_text(json.dumps({"apply_to_routed_ready_s": round(ready_s, 1),
-                                                                    **result}, indent=2))
+        figures = {"apply_to_routed_ready_s": round(ready_s, 1), **result}
         print(f"prefix cache hit rate: router {router['hit_rate']}, plain Service {direct['hit_rate']}; "
               f"replicas by conversation and turn via the router {router['placements']}, via the Service "
               f"{direct['placements']}; router decisions {result['router_decisions']}")
@@ -85,3 +97,39 @@ def test_conversations_keep_to_a_replica_through_the_router(kube, operator, weig
         assert router["hit_rate"] > direct["hit_rate"], result
         assert (result["no_key"], result["wrong_key"], result["with_key"]) == (401, 401, 200), result
         assert result["add_worker"] == 403, result
+
+        # Autoscaling, switched on now (the replicas' count stays 2 until the autoscaler decides): requestsWaiting,
+        # 1 per replica, up after 10 s, down after 20 s. Light load (one short request at a time: nothing waits)
+        # takes it to 1, heavy load (8 long answers at once over 2 slots: 6 wait) back to 2; requests flow through
+        # the router all along, and none may fail.
+        kube.apply(client_pod("load", ns, HERE / "load_client.py",
+                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x45x16,8x60x160"}))
+        kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
+            "minReplicas": 1, "maxReplicas": 2, "target": 1, "scaleUpDelaySeconds": 10,
+            "scaleDownDelaySeconds": 20}}}))
+        seen: list[tuple[int, int]] = []  # (the Deployment's replicas, the Model's ready replicas), as they changed
+
+        def note_replicas():
+            now = (kube.get("deployment", "routed", ns)["spec"]["replicas"],
+                   kube.get("model", "routed", ns)["status"].get("readyReplicas", 0))
+            if not seen or seen[-1] != now:
+                seen.append(now)
+            return now
+
+        def scaled_back_up():
+            note_replicas()
+            counts = [replicas for replicas, _ in seen]
+            return 1 in counts and (2, 2) in seen[counts.index(1):]
+        load = result_of(kube, ns, "load", timeout=420, during=note_replicas)
+        kube.wait_for(scaled_back_up, timeout=300, interval=2, what=f"2 ready replicas again (seen {seen})")
+        status = kube.get("model", "routed", ns)["status"]
+        figures["autoscaling"] = {"replicas_and_ready_seen": seen, "load": load, "status": status["autoscaling"]}
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "real-node-routing.json").write_text(json.dumps(figures, indent=2))
+        print(f"autoscaling: (replicas, ready) {seen}; load {load}; status {status['autoscaling']}")
+        assert seen[0][0] == 2, seen  # switched on at 2 replicas: down to 1, then up to 2 (scaled_back_up)
+        assert all(p["failed"] == 0 for p in load) and all(p["answered"] > 0 for p in load), load
+        reasons = kube.run("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=Model",
+                           "-o", "jsonpath={.items[*].reason}").stdout.split()
+        assert {"ScaleDown", "ScaleUp"} <= set(reasons), reasons
+        assert not {"DriftReverted", "ChildRefused", "Failed"} & set(reasons), reasons  # the count alone changed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from modelplane_operator import autoscale
 from modelplane_operator.autoscale import Sample, decide, keep, sum_metric, wanted
 from modelplane_operator.crd import model_spec_with_defaults
 
@@ -168,3 +169,29 @@ def test_a_keda_model_says_which_scaled_object_scales_it():
     in_process = keda_model()
     del in_process["spec"]["autoscaling"]["keda"]
     assert autoscaling_status(in_process) == {}  # the timer writes it
+
+
+@pytest.mark.parametrize("loads, current, ready, expected, reason", [
+    ([0] * 7, 2, 1, 2, "Steady"),       # a replica being added: the lull on the ready one removes nothing yet
+    ([0] * 7, 2, 2, 1, "ScaleDown"),    # all ready: the same lull scales down
+    ([9] * 4, 2, 1, 4, "ScaleUp"),      # more can still be added meanwhile
+])
+def test_no_replica_is_removed_while_one_being_added_is_not_ready(loads, current, ready, expected, reason):
+    decision = decide(policy(**UP30_DOWN60), history(*loads), current, NOW, ready=ready)
+    assert (decision.replicas, decision.reason) == (expected, reason), decision
+
+
+def test_a_look_a_busy_replica_did_not_answer_is_left_out(monkeypatch):
+    from modelplane_operator import autoscaler
+
+    monkeypatch.setattr(autoscaler, "metrics_text", lambda url: None if "10.0.0.2" in url else
+                        'vllm:num_requests_waiting{m="x"} 3\nvllm:request_success_total{m="x"} 7\n')
+    model = {"metadata": {"name": "m", "namespace": "ns", "uid": "u-look"},
+             "spec": {"source": "hf://a/b", "autoscaling": {"maxReplicas": 4}}}
+    one = [{"ready": True, "deleting": False, "ip": "10.0.0.1"}]
+    two = one + [{"ready": True, "deleting": False, "ip": "10.0.0.2"}]
+    assert autoscaler.sample(model, one, 5.0) == autoscale.Sample(5.0, 3.0, 7.0)
+    assert autoscaler.sample(model, two, 5.0) is None  # not "zero load"
+    decision, taken = autoscaler.look(model, two, 2, now=5.0)
+    assert taken is None and autoscaler._history.get("u-look") == [] and decision.reason == "Steady"
+    autoscaler.forget("u-look")
