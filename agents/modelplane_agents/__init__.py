@@ -151,6 +151,7 @@ class ModelSettings:
     tool_call_parser: str | None  # vLLM's tool-call parser (tool_choice "required" or a named tool needs one)
     # {header: a value of its own} for the Model's router to keep this client's conversation on one replica
     headers: dict = dataclasses.field(default_factory=dict)
+    max_retries: int | None = None  # set for a Model that scales to zero: enough to ride out its cold start
 
 
 def model_settings(name: str | None = None, *, path: str | os.PathLike | None = None, base_url: str | None = None,
@@ -163,7 +164,7 @@ def model_settings(name: str | None = None, *, path: str | os.PathLike | None = 
         auto = (cfg.get("model_info") or {}).get("function_calling")
     return ModelSettings(entry["name"], entry["namespace"], cfg["model"], cfg["base_url"], cfg["api_key"],
                          bool(entry.get("ready")), auto, entry.get("toolCallParser"),
-                         dict(cfg.get("default_headers") or {}))
+                         dict(cfg.get("default_headers") or {}), cfg.get("max_retries"))
 
 
 def tool_choice_problem(settings: ModelSettings, request: dict) -> str | None:
@@ -227,6 +228,8 @@ def _openai_client(asynchronous: bool, settings: ModelSettings, client_args: dic
         http_client.event_hooks = hooks
     if settings.headers:
         client_args["default_headers"] = {**settings.headers, **(client_args.get("default_headers") or {})}
+    if settings.max_retries:
+        client_args.setdefault("max_retries", settings.max_retries)
     cls = openai.AsyncOpenAI if asynchronous else openai.OpenAI
     return cls(base_url=settings.base_url, api_key=settings.api_key, **client_args)
 

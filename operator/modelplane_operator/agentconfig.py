@@ -13,6 +13,15 @@ from .model import endpoint, served_model_name, spec_of
 from .routing import session_header
 
 CLIENT_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
+# A Model that scales to zero answers 503 while its first replica loads: the OpenAI SDK (under AutoGen too) retries
+# 503s, backing off up to 8 s, so this many retries wait out a cold start of about five minutes.
+COLD_START_RETRIES = 40
+
+
+def cold_start_retries(model: dict) -> int | None:
+    """Retries a client of this Model needs to ride out a cold start, when it can scale to zero; else None."""
+    scaling = spec_of(model).get("autoscaling")
+    return COLD_START_RETRIES if scaling and scaling["minReplicas"] == 0 else None
 INDEX_FILE = "index.json"
 
 
@@ -60,6 +69,7 @@ def client_component(model: dict, config: Config, base_url: str | None = None) -
             "model": served_model_name(model),
             "base_url": base_url or endpoint(model, config),
             "model_info": model_info(spec_of(model)),
+            **({"max_retries": cold_start_retries(model)} if cold_start_retries(model) else {}),
             # No stream_options here: AutoGen would send them on plain requests too, which vLLM refuses with 400.
             # The server adds usage to every stream instead (ENGINE_ARG_DEFAULTS).
         },

@@ -21,7 +21,8 @@ METRICS = {
     "kvCacheUsage": ("vllm:kv_cache_usage_perc", 0.8),
 }
 REQUESTS_COUNTER = "vllm:request_success_total"  # requests served, for idleness
-ROUTER_REQUESTS = "vllm_router_requests_total"  # requests the router received (waking from zero)
+# requests the router received, and those it could not place (no replica): either wakes a Model at zero
+ROUTER_REQUESTS = ("vllm_router_requests_total", "vllm_router_request_errors_total")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,7 @@ def router_requests(namespace: str, name: str) -> float:
         ip = (pod.get("status") or {}).get("podIP")
         text = metrics_text(f"http://{ip}:{ROUTER_METRICS_PORT}/metrics") if ip else None
         if text:
-            total += autoscale.sum_metric(text, autoscale.ROUTER_REQUESTS)
+            total += sum(autoscale.sum_metric(text, name) for name in autoscale.ROUTER_REQUESTS)
     return total
 
 

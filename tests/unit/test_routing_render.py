@@ -188,3 +188,17 @@ def test_clients_reach_the_router_through_its_gate_only():
     pairs = dict(zip(router_cmd, router_cmd[1:]))
     assert router_cmd[0] == "vllm-router" and f"{pairs['--host']}:{pairs['--port']}" == upstream
     assert pairs["--host"] == "127.0.0.1"  # the router's admin endpoints never leave the pod
+
+
+def test_clients_of_a_model_that_scales_to_zero_retry_through_a_cold_start(tmp_path):
+    from modelplane_agents import model_settings, openai_client
+    from modelplane_operator.agentconfig import COLD_START_RETRIES, client_component
+
+    zero = model({}, autoscaling={"minReplicas": 0, "maxReplicas": 2})
+    assert client_component(zero, CFG)["config"]["max_retries"] == COLD_START_RETRIES
+    assert "max_retries" not in client_component(model({}, autoscaling={"maxReplicas": 2}), CFG)["config"]
+    for name, text in config_files([(zero, True)], CFG).items():
+        (tmp_path / name).write_text(text)
+    assert model_settings("m", path=tmp_path).max_retries == COLD_START_RETRIES
+    assert openai_client("m", path=tmp_path).max_retries == COLD_START_RETRIES
+    assert openai_client("m", path=tmp_path, max_retries=3).max_retries == 3  # the caller's own choice wins
