@@ -816,4 +816,9 @@ def plot(r: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave without finalizing: a daemon thread (a watch, an HTTP pool) caught mid-call while the interpreter tears
+    # down can abort the process (SIGABRT) after every figure was written, which read as a failed run.
+    os._exit(code)
