@@ -96,9 +96,11 @@ def render_router_deployment(model: dict, config: Config) -> dict:
                       "limits": {"memory": config.router_memory_limit}},
         # Ready once it listens, with or without a server replica: with none it answers 503 at once, which clients
         # retry, rather than connections being refused.
-        "startupProbe": {**PROBE, "periodSeconds": 2, "failureThreshold": 30},
-        "readinessProbe": {**PROBE, "periodSeconds": 5},
-        "livenessProbe": {**PROBE, "periodSeconds": 10, "failureThreshold": 6},
+        # Timeouts as the servers': on a saturated node a 1 s probe fails, and the router left the Service's
+        # endpoints mid-load (clients saw connections refused).
+        "startupProbe": {**PROBE, "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 30},
+        "readinessProbe": {**PROBE, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
+        "livenessProbe": {**PROBE, "periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 6},
         "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
                             "seccompProfile": {"type": "RuntimeDefault"}, "runAsNonRoot": True,
                             "readOnlyRootFilesystem": True},
