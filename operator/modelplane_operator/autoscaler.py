@@ -13,10 +13,10 @@ from . import autoscale, kube
 from .config import SERVER_PORT
 from .keys import ROUTER_LABEL
 from .model import spec_of
+from .routing import METRICS_PORT as ROUTER_METRICS_PORT
 
 INTERVAL = 10.0  # seconds between two looks at a Model's replicas
 SCRAPE_TIMEOUT = 8.0  # a busy server answers /metrics late; shorter than INTERVAL
-ROUTER_METRICS_PORT = 29000
 log = logging.getLogger("modelplane")
 
 _history: dict[str, list[autoscale.Sample]] = {}  # Model uid -> its samples, oldest first
@@ -48,14 +48,19 @@ def router_requests(namespace: str, name: str) -> float:
     return total
 
 
+def serving(pods: list[dict]) -> list[dict]:
+    """The ready server pods not on their way out: the ones whose load counts."""
+    return [p for p in pods if p["ready"] and not p["deleting"]]
+
+
 def sample(model: dict, pods: list[dict], now: float) -> autoscale.Sample | None:
     """One look: the metric summed over the ready server pods, and the requests seen; None when a ready pod did not
     answer (a busy server's silence is not zero load: the look is left out)."""
     scaling = spec_of(model)["autoscaling"]
     gauge = autoscale.METRICS[scaling["metric"]][0]
     load = requests = 0.0
-    for pod in pods:
-        if pod["ready"] and not pod["deleting"] and pod.get("ip"):
+    for pod in serving(pods):
+        if pod.get("ip"):
             text = metrics_text(f"http://{pod['ip']}:{SERVER_PORT}/metrics")
             if text is None:
                 return None
@@ -76,5 +81,4 @@ def look(model: dict, pods: list[dict], current: int,
     taken = sample(model, pods, now)
     history = autoscale.keep(_history.get(uid, []) + ([taken] if taken else []), now, scaling)
     _history[uid] = history
-    ready = sum(1 for p in pods if p["ready"] and not p["deleting"])
-    return autoscale.decide(scaling, history, current, now, ready), taken
+    return autoscale.decide(scaling, history, current, now, len(serving(pods))), taken

@@ -509,8 +509,7 @@ def reconcile_agent(agent: dict, model_index: Index, cause: str = "event") -> Pr
         resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
                            lambda key: sync.first(model_index, key))
         desired = render_agent_children(agent, resolved, CONFIG)
-        observed = {sync.child_key(child): sync.first(STORES[child["kind"]]["name"], (ns, child["metadata"]["name"]))
-                    for child in desired}
+        observed = observed_children(ns, [sync.child_key(child) for child in desired])
         observed, problem = sync.sync_children(agent, desired, observed, cause)
         note_read(("Agent", ns, name), observed)
         new = agent_status(agent, resolved, observed[("Deployment", name)], CONFIG, now(), problem)
