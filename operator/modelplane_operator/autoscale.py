@@ -36,8 +36,12 @@ class Sample:
 @dataclasses.dataclass(frozen=True)
 class Decision:
     replicas: int
-    reason: str  # CamelCase, for status and Events: Steady, ScaleUp, ScaleDown, ScaleToZero, WakeUp, Clamped
+    reason: str  # CamelCase, for status and Events: Steady, ScaleUp, ScaleDown, ScaleToZero, WakeUp, Clamped,
+    #              MetricsUnavailable
     message: str
+
+
+SILENCE = 20.0  # seconds of looks that a ready replica left unanswered before status says the load is unknown
 
 
 def target_of(autoscaling: dict) -> float:
@@ -94,6 +98,18 @@ def decide(autoscaling: dict, history: list[Sample], current: int, now: float, r
                                          f"{target_of(autoscaling):g} each")
     return Decision(current, "Steady", f"{metric} {last.load:g} over {current} replica(s), target "
                                        f"{target_of(autoscaling):g} each")
+
+
+def unanswered(decision: Decision, silent: int, silent_for: float) -> Decision:
+    """A steady decision, while `silent` ready replicas have left every look of the last `silent_for` seconds
+    unanswered, says so once that lasts SILENCE seconds: the load is unknown (a NetworkPolicy that keeps the operator
+    out, or servers too busy to answer), so the count is kept, and a person should know why nothing scales."""
+    if decision.reason != "Steady" or silent == 0 or silent_for < SILENCE:
+        return decision
+    return Decision(decision.replicas, "MetricsUnavailable",
+                    f"{silent} ready replica(s) have not answered the operator's GET /metrics for {silent_for:.0f}s "
+                    f"(a NetworkPolicy must admit the operator's pods): the load is unknown, {decision.replicas} "
+                    f"replica(s) kept")
 
 
 def sum_metric(text: str, name: str) -> float:

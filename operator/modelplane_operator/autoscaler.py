@@ -5,6 +5,7 @@ status.autoscaling.desiredReplicas, from which the Deployment is rendered (rende
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 import urllib.request
@@ -17,13 +18,16 @@ from .routing import METRICS_PORT as ROUTER_METRICS_PORT
 
 INTERVAL = 10.0  # seconds between two looks at a Model's replicas
 SCRAPE_TIMEOUT = 8.0  # a busy server answers /metrics late; shorter than INTERVAL
+SCRAPERS = 8  # a Model's replicas scraped at once
 log = logging.getLogger("modelplane")
 
 _history: dict[str, list[autoscale.Sample]] = {}  # Model uid -> its samples, oldest first
+_silent_since: dict[str, float] = {}  # Model uid -> when its looks began to go unanswered (until one is answered)
 
 
 def forget(uid: str) -> None:
     _history.pop(uid, None)
+    _silent_since.pop(uid, None)
 
 
 def metrics_text(url: str) -> str | None:
@@ -53,23 +57,24 @@ def serving(pods: list[dict]) -> list[dict]:
     return [p for p in pods if p["ready"] and not p["deleting"]]
 
 
-def sample(model: dict, pods: list[dict], now: float) -> autoscale.Sample | None:
-    """One look: the metric summed over the ready server pods, and the requests seen; None when a ready pod did not
-    answer (a busy server's silence is not zero load: the look is left out)."""
+def sample(model: dict, pods: list[dict], now: float) -> tuple[autoscale.Sample | None, int]:
+    """One look: the metric summed over the ready server pods and the requests seen, and how many ready pods did not
+    answer; no sample when one did not (a busy server's silence is not zero load: the look is left out)."""
     scaling = spec_of(model)["autoscaling"]
     gauge = autoscale.METRICS[scaling["metric"]][0]
-    load = requests = 0.0
-    for pod in serving(pods):
-        if pod.get("ip"):
-            text = metrics_text(f"http://{pod['ip']}:{SERVER_PORT}/metrics")
-            if text is None:
-                return None
-            load += autoscale.sum_metric(text, gauge)
-            requests += autoscale.sum_metric(text, autoscale.REQUESTS_COUNTER)
+    urls = [f"http://{pod['ip']}:{SERVER_PORT}/metrics" for pod in serving(pods) if pod.get("ip")]
+    # side by side: pods that a NetworkPolicy keeps silent each cost the whole timeout
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(urls), SCRAPERS))) as pool:
+        texts = list(pool.map(metrics_text, urls))
+    silent = texts.count(None)
+    load = sum(autoscale.sum_metric(text, gauge) for text in texts if text is not None)
+    requests = sum(autoscale.sum_metric(text, autoscale.REQUESTS_COUNTER) for text in texts if text is not None)
+    if silent:
+        return None, silent
     if scaling["minReplicas"] == 0:
         meta = model["metadata"]
         requests += router_requests(meta["namespace"], meta["name"])
-    return autoscale.Sample(now, load, requests)
+    return autoscale.Sample(now, load, requests), 0
 
 
 def look(model: dict, pods: list[dict], current: int,
@@ -78,7 +83,9 @@ def look(model: dict, pods: list[dict], current: int,
     now = time.monotonic() if now is None else now
     scaling = spec_of(model)["autoscaling"]
     uid = model["metadata"]["uid"]
-    taken = sample(model, pods, now)
+    taken, silent = sample(model, pods, now)
     history = autoscale.keep(_history.get(uid, []) + ([taken] if taken else []), now, scaling)
     _history[uid] = history
-    return autoscale.decide(scaling, history, current, now, len(serving(pods))), taken
+    since = _silent_since.setdefault(uid, now) if silent else _silent_since.pop(uid, now)
+    decision = autoscale.decide(scaling, history, current, now, len(serving(pods)))
+    return autoscale.unanswered(decision, silent, now - since), taken

@@ -602,7 +602,9 @@ def model_status_schema() -> dict:
             "metric": string("The load signal."),
             "load": {"type": "number", "description": "Its sum over the ready replicas at the last look."},
             "desiredReplicas": integer("The replica count decided."),
-            "reason": string("Steady, ScaleUp, ScaleDown, ScaleToZero, WakeUp or Clamped."),
+            "reason": string("Steady, ScaleUp, ScaleDown, ScaleToZero, WakeUp, Clamped, or MetricsUnavailable "
+                             "(ready replicas have not answered the operator's /metrics requests for 20 s: the count "
+                             "is kept)."),
             "message": string("Why, in words."),
             "lastScaleTime": string("When the replica count last changed.", format="date-time"),
         }),

@@ -426,10 +426,14 @@ def autoscale_model(namespace, name, **_):
     if (was.get("desiredReplicas"), was.get("reason")) == (decision.replicas, decision.reason):
         return  # nothing new to say: the load figure alone is not worth a write every few seconds
     scaled = decision.replicas != current
-    status = {"metric": spec_of(model)["autoscaling"]["metric"], "load": taken.load if taken else was.get("load"),
+    unknown = decision.reason == "MetricsUnavailable"
+    status = {"metric": spec_of(model)["autoscaling"]["metric"],
+              "load": None if unknown else taken.load if taken else was.get("load"),
               "desiredReplicas": decision.replicas, "reason": decision.reason, "message": decision.message,
               "lastScaleTime": now() if scaled else was.get("lastScaleTime"), "scaledObject": None}
     offer("MODIFIED", kube.patch_status(model, {"autoscaling": status}))
+    if unknown:
+        sync.post(model, "Warning", decision.reason, decision.message)
     if scaled:
         sync.post(model, "Normal", decision.reason, f"{current} -> {decision.replicas} replicas: {decision.message}")
         reconcile_model_at((namespace, name), cause="autoscale")

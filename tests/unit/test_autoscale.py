@@ -190,8 +190,26 @@ def test_a_look_a_busy_replica_did_not_answer_is_left_out(monkeypatch):
              "spec": {"source": "hf://a/b", "autoscaling": {"maxReplicas": 4}}}
     one = [{"ready": True, "deleting": False, "ip": "10.0.0.1"}]
     two = one + [{"ready": True, "deleting": False, "ip": "10.0.0.2"}]
-    assert autoscaler.sample(model, one, 5.0) == autoscale.Sample(5.0, 3.0, 7.0)
-    assert autoscaler.sample(model, two, 5.0) is None  # not "zero load"
+    assert autoscaler.sample(model, one, 5.0) == (autoscale.Sample(5.0, 3.0, 7.0), 0)
+    assert autoscaler.sample(model, two, 5.0) == (None, 1)  # not "zero load"
     decision, taken = autoscaler.look(model, two, 2, now=5.0)
     assert taken is None and autoscaler._history.get("u-look") == [] and decision.reason == "Steady"
+    # still unanswered SILENCE seconds later: status says the load is unknown, and the count is kept
+    decision, _ = autoscaler.look(model, two, 2, now=5.0 + autoscale.SILENCE)
+    assert (decision.replicas, decision.reason) == (2, "MetricsUnavailable"), decision
+    assert "1 ready replica(s) have not answered" in decision.message and "NetworkPolicy" in decision.message
+    # one answered look ends the silence
+    decision, taken = autoscaler.look(model, one, 2, now=6.0 + autoscale.SILENCE)
+    assert taken is not None and decision.reason != "MetricsUnavailable"
     autoscaler.forget("u-look")
+
+
+@pytest.mark.parametrize("reason, silent, silent_for, expected", [
+    ("Steady", 2, autoscale.SILENCE, "MetricsUnavailable"),
+    ("Steady", 2, autoscale.SILENCE - 1, "Steady"),   # one late answer is a busy server, not a blocked one
+    ("Steady", 0, 300.0, "Steady"),
+    ("ScaleDown", 1, 300.0, "ScaleDown"),             # a decision from the samples still in the window stands
+])
+def test_a_long_silence_is_reported_not_read_as_load(reason, silent, silent_for, expected):
+    decision = autoscale.unanswered(autoscale.Decision(3, reason, "m"), silent, silent_for)
+    assert (decision.replicas, decision.reason) == (3, expected)
