@@ -163,12 +163,16 @@ def startup_timeout(spec: dict) -> int:
     return min(int(spec["startupTimeoutSeconds"]), MAX_WAIT_SECONDS)
 
 
+STARTUP_PERIOD = 2  # seconds
+
+
 def probes(spec: dict) -> dict:
     health = {"httpGet": {"path": "/health", "port": "http"}}
     return {
-        # Weights of a large model take minutes to load: the startup probe holds the others back until then.
-        "startupProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5,
-                         "failureThreshold": math.ceil(startup_timeout(spec) / 10)},
+        # Weights of a large model take minutes to load: the startup probe holds the others back until then. Asked
+        # every STARTUP_PERIOD seconds, so a started server is found within that (a cold start from zero waits on it).
+        "startupProbe": {**health, "periodSeconds": STARTUP_PERIOD, "timeoutSeconds": STARTUP_PERIOD,
+                         "failureThreshold": math.ceil(startup_timeout(spec) / STARTUP_PERIOD)},
         "readinessProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 10, "failureThreshold": 6},
     }
