@@ -20,13 +20,7 @@ pytestmark = pytest.mark.timeout(1800)
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "bench" / "results"
-
-
-def tiny(name: str, **spec) -> dict:
-    """The tiny model on the CPU profile, sized for a 2-core node (the default asks for 2 CPUs)."""
-    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": name},
-            "spec": {"source": "pvc://weights/tiny", "gpus": 0, "engineArgs": {"maxModelLen": 512},
-                     "resources": {"requests": {"cpu": "500m"}}, **spec}}
+TINY_EXAMPLE = REPO / "examples" / "tiny.yaml"
 
 
 def watch_phases(kube, namespace: str, name: str, until: str, timeout: float) -> list[str]:
@@ -53,11 +47,12 @@ def proxy_get(kube, namespace: str, service: str, path: str) -> str:
 
 @pytest.fixture(scope="module")
 def served(kube, operator, weights_pv):
-    """The tiny Model served by a real vLLM pod, shared by the tests of this module."""
+    """examples/tiny.yaml, applied as a user would, served by a real vLLM pod: shared by the tests of this module
+    (each vLLM start costs about a minute and a half on the 2-core node)."""
     with temporary_namespace(kube, "serve") as ns:
         bind_weights(kube, ns, weights_pv)
         start = time.monotonic()
-        kube.apply({**tiny("tiny"), "metadata": {"name": "tiny", "namespace": ns}})
+        kube.run("apply", "-n", ns, "-f", str(TINY_EXAMPLE))
         phases = watch_phases(kube, ns, "tiny", "Ready", timeout=420)
         ready_s = time.monotonic() - start
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -90,6 +85,54 @@ def test_rendered_vllm_pod_becomes_ready_from_kubelet_probes(kube, served):
     assert not {"Created", "Pending", "Loading", "Ready"} & set(reasons), reasons
     ready = next(c for c in model["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["lastTransitionTime"], ready
+
+
+def test_every_example_runs_or_schedules(kube, served, weights_pv):
+    """Each example, applied as a user would, next to examples/tiny.yaml (the served Model: applying it again
+    changes nothing): CPU ones run on the real node, GPU ones schedule on the kwok GPU nodes; no pod of the real node
+    crash-loops. The examples' other objects go afterwards (their agents would load the node)."""
+    ns, _ = served
+    tiny_pods = {p["metadata"]["name"] for p in get_json(kube, "pods", "-n", ns, "-l",
+                                                         "app.kubernetes.io/instance=tiny")["items"]}
+    # examples/secured-pvc.yaml's claim, for a GPU pod: a volume with no node affinity, so a kwok node can take it
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"model-weights-{ns}"},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                         "hostPath": {"path": str(weights_pv)},
+                         "claimRef": {"namespace": ns, "name": "model-weights"}}})
+    kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "model-weights", "namespace": ns},
+                "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
+                         "volumeName": f"model-weights-{ns}", "resources": {"requests": {"storage": "1Gi"}}}})
+    others = sorted(p for p in (REPO / "examples").glob("*.yaml") if p.name not in ("cpu.yaml", TINY_EXAMPLE.name))
+    try:
+        for path in [TINY_EXAMPLE, *others]:
+            kube.run("apply", "-n", ns, "-f", str(path))
+
+        def started():  # every pod placed, and every container of the real node's pods running
+            pods = get_json(kube, "pods", "-n", ns)["items"]
+            return pods if all(p["spec"].get("nodeName") for p in pods) and all(
+                "running" in (s.get("state") or {}) for p in pods if p["spec"]["nodeName"] == "real-cpu-0"
+                for s in p["status"].get("containerStatuses") or [{}]) else None
+        kube.wait_for(started, timeout=240, interval=2, what="every example's pods placed and started")
+        time.sleep(20)  # the agents' first calls to the tiny Model
+        pods = get_json(kube, "pods", "-n", ns)["items"]
+        placed = {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in pods}
+        assert all(placed.values()), placed
+        for p in pods:
+            for s in p["status"].get("containerStatuses", []):
+                waiting = (s.get("state") or {}).get("waiting") or {}
+                assert waiting.get("reason") != "CrashLoopBackOff" and s["restartCount"] == 0, \
+                    (p["metadata"]["name"], s)
+        gpu = {n for n, node in placed.items() if node.startswith("kwok-gpu")}
+        assert any(n.startswith("qwen-7b-") for n in gpu), placed
+        now_tiny = {p["metadata"]["name"] for p in pods
+                    if (p["metadata"].get("labels") or {}).get("app.kubernetes.io/instance") == "tiny"}
+        assert now_tiny == tiny_pods, (now_tiny, tiny_pods)  # tiny.yaml applied again: no rollout
+        assert all(placed[n] == "real-cpu-0" for n in tiny_pods), placed
+        assert kube.get("model", "tiny", ns)["status"]["phase"] == "Ready"
+    finally:
+        for path in others:
+            kube.run("delete", "-n", ns, "-f", str(path), "--ignore-not-found", "--wait=false", check=False)
 
 
 # The agents image's three programs, each as an Agent runs it: (Agent name, its command or None for the image's
@@ -199,38 +242,6 @@ def test_spec_change_rolls_out_behind_readiness_and_the_key_is_enforced(kube, se
     key_env = [e for e in pod["spec"]["containers"][0]["env"] if e["name"] == "OPENAI_API_KEY"]
     ref = key_env[0]["valueFrom"]["secretKeyRef"]
     assert (ref["name"], ref["key"]) == ("tiny-key", "api-key"), key_env
-
-
-def test_every_example_runs_or_schedules(kube, operator, weights_pv, namespace):
-    """Each example, applied as a user would: CPU ones run on the real node, GPU ones schedule on the kwok GPU
-    nodes; no pod of the real node crash-loops."""
-    bind_weights(kube, namespace, weights_pv)
-    # examples/secured-pvc.yaml's claim, for a GPU pod: a volume with no node affinity, so a kwok node can take it
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"model-weights-{namespace}"},
-                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadOnlyMany"], "storageClassName": "",
-                         "hostPath": {"path": str(weights_pv)},
-                         "claimRef": {"namespace": namespace, "name": "model-weights"}}})
-    kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": {"name": "model-weights", "namespace": namespace},
-                "spec": {"accessModes": ["ReadOnlyMany"], "storageClassName": "",
-                         "volumeName": f"model-weights-{namespace}", "resources": {"requests": {"storage": "1Gi"}}}})
-    examples = sorted(p for p in (REPO / "examples").glob("*.yaml") if p.name != "cpu.yaml")
-    for path in examples:
-        kube.run("apply", "-n", namespace, "-f", str(path))
-    # The examples that name GPU models get the tiny one's configuration too: it is the one that can answer here.
-    kube.wait_for(lambda: (kube.get("model", "tiny", namespace) or {}).get("status", {}).get("phase") == "Ready",
-                  timeout=420, interval=2, what="examples/tiny.yaml Ready")
-    time.sleep(20)
-    pods = get_json(kube, "pods", "-n", namespace)["items"]
-    placed = {p["metadata"]["name"]: p["spec"].get("nodeName", "") for p in pods}
-    assert all(placed.values()), placed
-    for p in pods:
-        for s in p["status"].get("containerStatuses", []):
-            waiting = (s.get("state") or {}).get("waiting") or {}
-            assert waiting.get("reason") != "CrashLoopBackOff" and s["restartCount"] == 0, (p["metadata"]["name"], s)
-    gpu = {n for n, node in placed.items() if node.startswith("kwok-gpu")}
-    assert any(n.startswith("qwen-7b-") for n in gpu) and any(n.startswith("tiny-") and placed[n] == "real-cpu-0"
-                                                               for n in placed), placed
 
 
 INSIDE_CHECK = """
