@@ -25,7 +25,8 @@ def routed_model(ns: str) -> dict:
     return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": "routed", "namespace": ns},
             "spec": {"source": "pvc://weights/tiny", "gpus": 0, "replicas": 2,
                      # two requests at a time per replica: more queue (requestsWaiting, what the autoscaler reads)
-                     "engineArgs": {"maxModelLen": 512, "maxNumSeqs": 2, "enforceEager": True}, "resources": {"requests": {"cpu": "500m"}},
+                     "engineArgs": {"maxModelLen": 512, "maxNumSeqs": 2, "enforceEager": True},
+                     "resources": {"requests": {"cpu": "500m"}},
                      "apiKeySecretRef": {"name": "routed-key"}, "routing": {}}}
 
 
