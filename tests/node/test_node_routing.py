@@ -135,3 +135,41 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
                            "-o", "jsonpath={.items[*].reason}").stdout.split()
         assert {"ScaleDown", "ScaleUp"} <= set(reasons), reasons
         assert not {"DriftReverted", "ChildRefused", "Failed"} & set(reasons), reasons  # the count alone changed
+
+        # Scale to zero and back: idle for scaleToZeroAfterSeconds -> 0 replicas; then one request, from a pod
+        # configured by injection alone (its OpenAI client retries through the cold start, as the injected
+        # configuration says), wakes the Model through its router and is answered.
+        kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
+            "minReplicas": 0, "scaleToZeroAfterSeconds": 30}}}))
+        kube.wait_for(lambda: kube.get("deployment", "routed", ns)["spec"]["replicas"] == 0, timeout=120, interval=2,
+                      what="0 replicas after 30 s idle")
+        kube.wait_for(lambda: not get_json(kube, "pods", "-n", ns, "-l", "modelplane.dev/model=routed")["items"],
+                      timeout=180, interval=2, what="the server pods gone")
+        zero = kube.get("model", "routed", ns)["status"]
+        assert zero["phase"] == "Pending" and zero["routing"]["routedReplicas"] == 0, zero
+        kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "wake", "namespace": ns, "labels": {"modelplane.dev/inject": "true"},
+            "annotations": {"modelplane.dev/models": "routed"}},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "c", "image": "modelplane-agent:0.1.0", "command": ["python", "-c", WAKE]}]}})
+        woke = result_of(kube, ns, "wake", timeout=600)
+        figures["scale_to_zero"] = woke
+        (RESULTS / "real-node-routing.json").write_text(json.dumps(figures, indent=2))
+        print(f"scale to zero: first request at zero answered after {woke['seconds']} s")
+        assert woke["answered"] and woke["max_retries"] == 40, woke
+        reasons = kube.run("get", "events", "-n", ns, "--field-selector", "involvedObject.kind=Model",
+                           "-o", "jsonpath={.items[*].reason}").stdout.split()
+        assert {"ScaleToZero", "WakeUp"} <= set(reasons), reasons
+
+
+# The wake-up client: the OpenAI SDK configured by modelplane_agents from what the webhook injected.
+WAKE = """
+import json, time
+from modelplane_agents import openai_client, model_settings
+client = openai_client()
+start = time.monotonic()
+reply = client.chat.completions.create(model=model_settings().model, max_tokens=4,
+                                       messages=[{"role": "user", "content": "wake up"}])
+print("RESULT " + json.dumps({"answered": bool(reply.choices), "seconds": round(time.monotonic() - start, 1),
+                              "max_retries": client.max_retries}))
+"""
