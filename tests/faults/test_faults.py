@@ -93,7 +93,9 @@ def test_sigkill_during_a_burst_of_200(kube, workdir, namespace, tally):
 def test_control_plane_outage(kube, operator, namespace, component, tally):
     names = [f"o{i:02d}" for i in range(30)]
     apply_many(kube, [model(n, namespace) for n in names[:15]])
-    wait_converged(kube, namespace, names[:15], timeout=90)
+    # the operator's part only (as after the outage, below): kwok may still be resuming its watches after the
+    # previous case's outage, which held pods unready for up to 35 s here
+    wait_converged(kube, namespace, names[:15], timeout=90, require_ready=False)
     writer_errors = []
 
     def keep_writing():  # creations and changes while the outage starts and ends
@@ -104,7 +106,7 @@ def test_control_plane_outage(kube, operator, namespace, component, tally):
                          json.dumps({"spec": {"engineArgs": {"maxModelLen": 1024 + i}}}), check=False)
             except Exception as e:  # noqa: BLE001  the API is down part of the time
                 writer_errors.append(e)
-            time.sleep(2)
+            time.sleep(1)  # 15 rounds of about 2 s each still span the outage's start and end
 
     writer = threading.Thread(target=keep_writing)
     writer.start()
