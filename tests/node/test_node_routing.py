@@ -57,7 +57,8 @@ def result_of(kube, ns: str, pod: str, timeout: float, during=None):
 
 def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
     """One routed Model for both (each real replica costs minutes on two cores): conversations through the router,
-    then autoscaling switched on under light load (2 -> 1) and heavy load (1 -> 2), no request failing."""
+    then autoscaling switched on under light load (2 -> 1) and heavy load (1 -> 2), no request failing; then scale
+    to zero when idle, and back on the first request."""
     with temporary_namespace(kube, "route") as ns:
         bind_weights(kube, ns, weights_pv)
         kube.run("create", "secret", "generic", "routed-key", "-n", ns, f"--from-literal=api-key={TEST_API_KEY}")
