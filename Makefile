@@ -8,7 +8,7 @@ VLLM_VENV := .venv-vllm
 CLUSTER_DIR ?= .cluster
 export MODELPLANE_CLUSTER_DIR := $(abspath $(CLUSTER_DIR))
 
-.PHONY: help venv vllm-env vllm-options test-faults test-e2e test-node bench kubeai binaries images cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
+.PHONY: help venv vllm-env vllm-options test-faults test-e2e test-node bench bench-routing kubeai binaries images cluster-up cluster-down crds test test-unit test-integration demo demo-down run clean
 
 help:
 	@echo "make demo          local control plane + operator + an example Model reaching Ready"
@@ -19,6 +19,8 @@ help:
 	@echo "make run           run the operator in the foreground against \$$KUBECONFIG"
 	@echo "make crds          regenerate crds/ from operator/modelplane_operator/crd.py"
 	@echo "make vllm-options  regenerate spec.engineArgs from the pinned vLLM's parser (then the CRDs)"
+	@echo "make bench        the operator at 1000 Models, KubeAI side by side (bench/README.md)"
+	@echo "make bench-routing  router vs plain Service under agent-like load on the real node"
 
 # Built with uv (hack/uv.sh), from its cache once warm: seconds instead of pip's minute. Never a managed Python.
 $(VENV)/.installed: requirements/dev.txt operator/requirements.txt operator/pyproject.toml agents/pyproject.toml
@@ -91,6 +93,10 @@ test: venv vllm-env binaries images
 BENCH_MODELS ?= 1000
 bench: venv binaries kubeai
 	$(PY) bench/run.py --models $(BENCH_MODELS)
+
+# Routing under agent-like load on the real node: router vs plain Service (bench/README.md).
+bench-routing: venv vllm-env binaries images
+	$(PY) bench/routing_load.py
 
 # KubeAI (the bench's side-by-side peer) from ../shared/third_party, once; not part of `make test`'s set-up. Without
 # its source the bench reports the peer as not built.
