@@ -87,6 +87,9 @@ class Config:
     # given as a JSON list. When unset, the policies the operator wrote earlier are deleted.
     network_policies: bool = False
     network_policy_allow_from: tuple[dict, ...] = ()
+    # The operator's own pods as a NetworkPolicyPeer (JSON; the chart sets it): an autoscaled Model's policies admit
+    # them, for the autoscaler's GET /metrics on the servers (and on a router that may scale the Model to zero).
+    operator_peer: tuple[dict, ...] = ()
 
     def __post_init__(self):
         # Values given as strings (env vars, flags, tests) become the field's type here, or are refused by name.
@@ -141,6 +144,10 @@ def _typed(field: dataclasses.Field, value, name: str):
     kind = type(field.default)
     if field.name == "network_policy_allow_from":
         return network_policy_peers(value, name)
+    if field.name == "operator_peer":
+        return network_policy_peers([value] if isinstance(value, dict) else
+                                    f"[{value}]" if isinstance(value, str) and value.strip().startswith("{")
+                                    else value, name)
     if isinstance(value, kind) and kind is not tuple:
         typed = value
     elif kind is bool:

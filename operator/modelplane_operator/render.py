@@ -298,7 +298,8 @@ def render_network_policy(model: dict, config: Config, for_router: bool = False)
     """Ingress to the server port only from modelplane Agents and injected pods of the namespaces the Model serves
     (its own and spec.allowedNamespaces), any pod of such a namespace that opted in as a whole, and the peers the
     platform team allows everywhere (config.network_policy_allow_from: metrics scrapers, gateways). A routed Model's
-    servers also take the router's requests, and its router gets a policy of its own with the same peers."""
+    servers also take the router's requests, and its router gets a policy of its own with the same peers. An
+    autoscaled Model's also admit the operator (config.operator_peer), whose autoscaler reads their /metrics."""
     meta = model["metadata"]
     routed = bool(routing.routing_of(model))
     allowed = list((model.get("spec") or {}).get("allowedNamespaces") or [])
@@ -316,13 +317,22 @@ def render_network_policy(model: dict, config: Config, for_router: bool = False)
         *config.network_policy_allow_from,
     ]
     metadata, pods = _metadata(model), selector(meta["name"])
+    scaling = spec_of(model).get("autoscaling") or {}
+    scraped = bool(scaling) and not scaling.get("keda")  # the in-process autoscaler reads the replicas' /metrics
+    extra = []
     if for_router:
         metadata["name"], pods = routing.router_name(meta["name"]), routing.router_selector(meta["name"])
-    elif routed:
-        peers.append({"podSelector": {"matchLabels": routing.router_selector(meta["name"])}})
+        if scraped and scaling.get("minReplicas") == 0 and config.operator_peer:  # its request count wakes them
+            extra.append({"from": list(config.operator_peer),
+                          "ports": [{"port": routing.METRICS_PORT, "protocol": "TCP"}]})
+    else:
+        if routed:
+            peers.append({"podSelector": {"matchLabels": routing.router_selector(meta["name"])}})
+        if scraped:
+            peers.extend(config.operator_peer)
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata,
             "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"],
-                     "ingress": [{"from": peers, "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}]}}
+                     "ingress": [{"from": peers, "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}, *extra]}}
 
 
 def render_children(model: dict, config: Config) -> list[dict]:

@@ -74,14 +74,26 @@ def test_network_policies_admit_configured_peers_and_go_when_switched_off(kube, 
                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
     operator.stop()
     policies = Operator(kube, tmp_path, name="with-policies")
-    policies.env.update(MODELPLANE_NETWORK_POLICIES="true", MODELPLANE_NETWORK_POLICY_ALLOW_FROM=json.dumps([scraper]))
+    me = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "modelplane-system"}},
+          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "modelplane"}}}
+    policies.env.update(MODELPLANE_NETWORK_POLICIES="true", MODELPLANE_NETWORK_POLICY_ALLOW_FROM=json.dumps([scraper]),
+                        MODELPLANE_OPERATOR_PEER=json.dumps(me))
     try:
         policies.start()
         kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
                     "metadata": {"name": "guarded", "namespace": namespace},
                     "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0}})
         policy = kube.wait_for(lambda: kube.get("networkpolicy", "guarded", namespace), what="NetworkPolicy written")
-        assert scraper in policy["spec"]["ingress"][0]["from"]
+        assert scraper in policy["spec"]["ingress"][0]["from"] and me not in policy["spec"]["ingress"][0]["from"]
+        # Autoscaled down to zero: the operator's pods reach the servers' /metrics and the router's request count.
+        kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model",
+                    "metadata": {"name": "scaled", "namespace": namespace},
+                    "spec": {"source": "hf://Qwen/Qwen2.5-7B-Instruct", "gpus": 0, "routing": {},
+                             "autoscaling": {"minReplicas": 0, "maxReplicas": 2}}})
+        router = kube.wait_for(lambda: kube.get("networkpolicy", "scaled-router", namespace),
+                               what="the router's NetworkPolicy written")
+        assert router["spec"]["ingress"][1] == {"from": [me], "ports": [{"port": 29000, "protocol": "TCP"}]}
+        assert me in kube.get("networkpolicy", "scaled", namespace)["spec"]["ingress"][0]["from"]
         kube.run("patch", "networkpolicy", "guarded", "-n", namespace, "--type=json", "-p",
                  json.dumps([{"op": "remove", "path": "/spec/ingress/0/from/3"}]))
         kube.wait_for(lambda: scraper in kube.get("networkpolicy", "guarded", namespace)["spec"]["ingress"][0]["from"],

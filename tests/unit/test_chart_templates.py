@@ -336,6 +336,19 @@ def test_network_policy_peers_reach_the_operator_as_json():
 
 
 @needs_helm
+def test_the_operator_peer_selects_the_operators_own_pods():
+    """What an autoscaled Model's policies admit for the autoscaler's scrapes is exactly the operator's pods."""
+    manifests = render("modelDefaults.networkPolicies=true")
+    peer = Config.from_env(operator_env(manifests)).operator_peer
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert len(peer) == 1 and set(peer[0]) == {"namespaceSelector", "podSelector"}, peer
+    assert peer[0]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": NS}}
+    assert peer[0]["podSelector"]["matchLabels"].items() <= pod_labels.items(), (peer, pod_labels)
+    assert "MODELPLANE_OPERATOR_PEER" not in operator_env(render())
+
+
+@needs_helm
 @pytest.mark.parametrize("peer", [{}, {"podSelector": {"matchLabels": {"a": 1}}}, {"ports": [8000]},
                                   {"ipBlock": {"except": ["10.0.0.0/8"]}}])
 def test_values_schema_refuses_what_is_not_a_network_policy_peer(peer):

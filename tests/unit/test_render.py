@@ -302,6 +302,28 @@ def test_network_policy_also_admits_the_peers_the_platform_allows():
     assert with_peers["spec"]["ingress"][0]["ports"] == [{"port": 8000, "protocol": "TCP"}]
 
 
+@pytest.mark.parametrize("autoscaling, servers, router_metrics", [
+    (None, False, False),
+    ({"minReplicas": 1, "maxReplicas": 2}, True, False),       # the autoscaler reads the servers' /metrics
+    ({"minReplicas": 0, "maxReplicas": 2}, True, True),        # and the router's request count, to wake them
+    ({"minReplicas": 0, "maxReplicas": 2, "keda": {"prometheusAddress": "http://p:9090"}}, False, False),  # KEDA's
+])
+def test_an_autoscaled_models_policies_admit_the_operator(autoscaling, servers, router_metrics):
+    from modelplane_operator.render import render_network_policy
+
+    me = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "modelplane-system"}},
+          "podSelector": {"matchLabels": {"app.kubernetes.io/name": "modelplane"}}}
+    config = Config(network_policies=True, operator_peer=[me])
+    m = model({"routing": {}, **({"autoscaling": autoscaling} if autoscaling else {})})
+    server_rules = render_network_policy(m, config)["spec"]["ingress"]
+    router_rules = render_network_policy(m, config, for_router=True)["spec"]["ingress"]
+    assert len(server_rules) == 1 and (me in server_rules[0]["from"]) == servers
+    assert me not in router_rules[0]["from"]  # the router's serving port is for clients
+    metrics = [r for r in router_rules[1:] if r["ports"] == [{"port": 29000, "protocol": "TCP"}]]
+    assert (metrics == [{"from": [me], "ports": [{"port": 29000, "protocol": "TCP"}]}]) == router_metrics
+    assert len(router_rules) == 1 + router_metrics
+
+
 def test_user_env_wins_one_entry_per_name():
     """Server-side apply keys env by name and refuses a name twice: the user's spec.env replaces what the operator
     sets (HF_HOME, HF_TOKEN, VLLM_API_KEY, the CPU profile's thread settings), in the place the operator gave it."""
