@@ -62,7 +62,9 @@ def visible_models(models: list[dict], namespace: str) -> list[dict]:
 
 
 def model_ready(model: dict) -> bool:
-    return (model.get("status") or {}).get("phase") == "Ready"
+    """Serving, or Idle at zero replicas (its router wakes it on the first request): an agent can use it either way,
+    and its configuration does not change each time the autoscaler takes it to zero and back."""
+    return (model.get("status") or {}).get("phase") in ("Ready", "Idle")
 
 
 def resolve(namespace: str, refs: list[dict], lookup) -> list[Resolved]:

@@ -585,7 +585,9 @@ def condition_schema() -> dict:
 def model_status_schema() -> dict:
     return obj("Observed state, written by the operator.", {
         "phase": string("Pending (waiting for a node), Loading (scheduled, weights loading), Ready (serving), "
-                        "Failed (cannot start without a change).", enum=["Pending", "Loading", "Ready", "Failed"]),
+                        "Idle (autoscaled to zero: the first request through the router wakes a replica), "
+                        "Failed (cannot start without a change).",
+                        enum=["Pending", "Loading", "Ready", "Idle", "Failed"]),
         "conditions": array("Ready, Progressing and Scheduled conditions. Progressing says why a rollout waits: "
                             "reason WaitingForGPU (a new pod cannot be scheduled for want of GPUs; see "
                             "spec.rollout.strategy) or WaitingForVolume (a new pod waits in ContainerCreating for a "

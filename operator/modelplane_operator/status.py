@@ -140,6 +140,10 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         phase = "Ready"
         ready_cond = cond("Ready", "True", "Serving", f"{ready}/{desired} replicas ready; serving at "
                                                       f"{endpoint(model, config)}")
+    elif desired == 0 and wakes_on_request(spec):
+        phase, ready_cond = "Idle", cond("Ready", "False", "ScaledToZero",
+                                         "no replica runs while idle; the first request through the router wakes "
+                                         "one (a cold start)")
     elif desired == 0:
         phase, ready_cond = "Pending", cond("Ready", "False", "ScaledToZero", "replicas is 0")
     elif failing:
@@ -174,6 +178,13 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         **autoscaling_status(model),
         "observedGeneration": generation,
     }
+
+
+def wakes_on_request(spec: dict) -> bool:
+    """A Model the operator's autoscaler takes to zero and wakes on the first request its router receives (KEDA's
+    activation wakes its own Models, from Prometheus, which status cannot see)."""
+    scaling = spec.get("autoscaling") or {}
+    return scaling.get("minReplicas") == 0 and not scaling.get("keda") and bool(spec.get("routing"))
 
 
 def autoscaling_status(model: dict) -> dict:

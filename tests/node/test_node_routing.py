@@ -147,7 +147,7 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
         kube.wait_for(lambda: not get_json(kube, "pods", "-n", ns, "-l", "modelplane.dev/model=routed")["items"],
                       timeout=180, interval=2, what="the server pods gone")
         zero = kube.get("model", "routed", ns)["status"]
-        assert zero["phase"] == "Pending" and zero["routing"]["routedReplicas"] == 0, zero
+        assert zero["phase"] == "Idle" and zero["routing"]["routedReplicas"] == 0, zero
         kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {
             "name": "wake", "namespace": ns, "labels": {"modelplane.dev/inject": "true"},
             "annotations": {"modelplane.dev/models": "routed"}},

@@ -48,6 +48,14 @@ def test_resolution_reasons_and_default():
     assert resolve("team-a", [{"name": "qwen"}], lookup)[0].default  # first is the default
 
 
+def test_a_model_idle_at_zero_is_usable():
+    """Autoscaled to zero, a routed Model wakes on the first request: agents may use it (and their configuration
+    does not change each time it goes to zero and back)."""
+    idle = {"metadata": {"name": "idle", "namespace": "team-a"}, "spec": {}, "status": {"phase": "Idle"}}
+    resolved = resolve("team-a", [{"name": "idle"}], lambda key: idle)[0]
+    assert resolved.ready and resolved.reason is None
+
+
 def test_injected_env_for_default_keyed_model_uses_secret_refs_only():
     env = {e["name"]: e for e in injected_env(resolve("team-a", [{"name": "qwen"}], lookup), CFG)}
     assert env["MODELPLANE_CONFIG_DIR"]["value"] == "/etc/modelplane"

@@ -94,6 +94,18 @@ def test_scaled_to_zero():
     assert s["phase"] == "Pending" and conds(s)["Ready"]["reason"] == "ScaledToZero"
 
 
+def test_autoscaled_to_zero_is_idle_not_pending():
+    """At zero by its autoscaler, a routed Model still answers: the first request wakes it. Pending would read as
+    waiting for a node."""
+    idle = model(replicas=0)
+    idle["spec"].update(routing={}, autoscaling={"minReplicas": 0, "maxReplicas": 2})
+    s = compute_status(idle, deployment(replicas=0, updated=0), [], CFG, NOW)
+    assert s["phase"] == "Idle" and conds(s)["Ready"]["reason"] == "ScaledToZero"
+    assert "wakes" in conds(s)["Ready"]["message"]
+    idle["spec"]["autoscaling"]["keda"] = {"prometheusAddress": "http://p:9090"}
+    assert compute_status(idle, deployment(replicas=0, updated=0), [], CFG, NOW)["phase"] == "Pending"
+
+
 def test_transition_time_kept_while_status_unchanged():
     first = compute_status(model(), deployment(), [pod()], CFG, NOW)
     again = compute_status(model(status=first), deployment(), [pod()], CFG, "2026-01-01T00:05:00Z")
