@@ -44,6 +44,19 @@ class Decision:
 SILENCE = 20.0  # seconds of looks that a ready replica left unanswered before status says the load is unknown
 
 
+def in_process(spec: dict | None) -> dict | None:
+    """spec.autoscaling when the operator's own autoscaler runs it (not KEDA, which scales spec.replicas itself)."""
+    scaling = (spec or {}).get("autoscaling")
+    return scaling if scaling and not scaling.get("keda") else None
+
+
+def wakes_on_request(spec: dict) -> bool:
+    """A Model the operator's autoscaler takes to zero and wakes on the first request its router receives (KEDA's
+    activation wakes its own Models, from Prometheus, which the operator does not see)."""
+    scaling = in_process(spec)
+    return bool(scaling) and scaling.get("minReplicas") == 0 and bool(spec.get("routing"))
+
+
 def target_of(autoscaling: dict) -> float:
     return float(autoscaling.get("target") or METRICS[autoscaling["metric"]][1])
 

@@ -67,10 +67,10 @@ def sample(model: dict, pods: list[dict], now: float) -> tuple[autoscale.Sample 
     with concurrent.futures.ThreadPoolExecutor(max(1, min(len(urls), SCRAPERS))) as pool:
         texts = list(pool.map(metrics_text, urls))
     silent = texts.count(None)
-    load = sum(autoscale.sum_metric(text, gauge) for text in texts if text is not None)
-    requests = sum(autoscale.sum_metric(text, autoscale.REQUESTS_COUNTER) for text in texts if text is not None)
     if silent:
         return None, silent
+    load = sum(autoscale.sum_metric(text, gauge) for text in texts)
+    requests = sum(autoscale.sum_metric(text, autoscale.REQUESTS_COUNTER) for text in texts)
     if scaling["minReplicas"] == 0:
         meta = model["metadata"]
         requests += router_requests(meta["namespace"], meta["name"])

@@ -144,10 +144,10 @@ def _typed(field: dataclasses.Field, value, name: str):
     kind = type(field.default)
     if field.name == "network_policy_allow_from":
         return network_policy_peers(value, name)
-    if field.name == "operator_peer":
-        return network_policy_peers([value] if isinstance(value, dict) else
-                                    f"[{value}]" if isinstance(value, str) and value.strip().startswith("{")
-                                    else value, name)
+    if field.name == "operator_peer":  # one peer (the chart gives a JSON object), or a list of them
+        if isinstance(value, str) and value.strip().startswith("{"):
+            value = f"[{value}]"
+        return network_policy_peers([value] if isinstance(value, dict) else value, name)
     if isinstance(value, kind) and kind is not tuple:
         typed = value
     elif kind is bool:

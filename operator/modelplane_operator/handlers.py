@@ -17,7 +17,7 @@ from typing import Callable
 import kopf
 from kubernetes.client import ApiException
 
-from . import autoscaler, engine, fleet, kube, metrics, sync, webhookcert
+from . import autoscale, autoscaler, engine, fleet, kube, metrics, sync, webhookcert
 from . import inject, readiness
 from .retries import Retries
 from .store import PAGE, Index, Store
@@ -412,8 +412,7 @@ def reconcile_model_at(key: Key, cause: str | None = None) -> None:
 
 
 @kopf.timer(GROUP, VERSION, "models", interval=autoscaler.INTERVAL,
-            when=lambda spec, **_: bool((spec or {}).get("autoscaling"))
-            and not ((spec or {}).get("autoscaling") or {}).get("keda"))
+            when=lambda spec, **_: bool(autoscale.in_process(spec)))
 def autoscale_model(namespace, name, **_):
     """A Model with spec.autoscaling, every INTERVAL seconds (kopf's timers pause with the rest in a standby): its
     replicas' load, the rule's decision into status.autoscaling, and a new count rendered into its Deployment."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import cpuprofile, engine, keda, quantity, routing, source as sources
+from . import autoscale, cpuprofile, engine, keda, quantity, routing, source as sources
 from .config import SERVER_PORT, Config
 from .crd import MAX_WAIT_SECONDS
 from .keys import AGENT_LABEL, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
@@ -200,8 +200,8 @@ def server_replicas(model: dict) -> int:
     """The server replica count to render: spec.replicas, or with in-process autoscaling the autoscaler's last
     decision (status.autoscaling.desiredReplicas; spec.replicas until it has decided), within its bounds."""
     spec = spec_of(model)
-    scaling = spec.get("autoscaling")
-    if not scaling or scaling.get("keda"):  # KEDA scales the Model's spec.replicas itself
+    scaling = autoscale.in_process(spec)
+    if not scaling:  # KEDA, where it scales, sets spec.replicas itself
         return spec["replicas"]
     decided = ((model.get("status") or {}).get("autoscaling") or {}).get("desiredReplicas")
     count = spec["replicas"] if decided is None else int(decided)
@@ -317,18 +317,16 @@ def render_network_policy(model: dict, config: Config, for_router: bool = False)
         *config.network_policy_allow_from,
     ]
     metadata, pods = _metadata(model), selector(meta["name"])
-    scaling = spec_of(model).get("autoscaling") or {}
-    scraped = bool(scaling) and not scaling.get("keda")  # the in-process autoscaler reads the replicas' /metrics
-    extra = []
+    spec, extra = spec_of(model), []
     if for_router:
         metadata["name"], pods = routing.router_name(meta["name"]), routing.router_selector(meta["name"])
-        if scraped and scaling.get("minReplicas") == 0 and config.operator_peer:  # its request count wakes them
+        if autoscale.wakes_on_request(spec) and config.operator_peer:  # its request count wakes the servers
             extra.append({"from": list(config.operator_peer),
                           "ports": [{"port": routing.METRICS_PORT, "protocol": "TCP"}]})
     else:
         if routed:
             peers.append({"podSelector": {"matchLabels": routing.router_selector(meta["name"])}})
-        if scraped:
+        if autoscale.in_process(spec):  # the operator's autoscaler reads the replicas' /metrics
             peers.extend(config.operator_peer)
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata,
             "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from .autoscale import wakes_on_request
 from .config import Config
 from .keys import GENERATION_ANNOTATION
 from .model import endpoint, served_model_name, spec_of
@@ -178,13 +179,6 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
         **autoscaling_status(model),
         "observedGeneration": generation,
     }
-
-
-def wakes_on_request(spec: dict) -> bool:
-    """A Model the operator's autoscaler takes to zero and wakes on the first request its router receives (KEDA's
-    activation wakes its own Models, from Prometheus, which status cannot see)."""
-    scaling = spec.get("autoscaling") or {}
-    return scaling.get("minReplicas") == 0 and not scaling.get("keda") and bool(spec.get("routing"))
 
 
 def autoscaling_status(model: dict) -> dict:
