@@ -1,11 +1,14 @@
 """Ready clients for modelplane Models, by name: AutoGen, Microsoft Agent Framework, or the OpenAI SDK.
 
 The operator mounts a folder (MODELPLANE_CONFIG_DIR, /etc/modelplane by default) holding index.json and one AutoGen
-component config per Model. API keys are never in those files: the index names the env var (set from a Secret)
-that carries each Model's key. Every entry point below resolves a name the same way and raises the same errors.
+component config per Model and per LoRA adapter of a Model. API keys are never in those files: the index names the
+env var (set from a Secret) that carries each Model's key (an adapter's is its Model's). Every entry point below
+resolves a name the same way and raises the same errors: "qwen-7b" or "team-a/qwen-7b" is the Model itself,
+"qwen-7b:sql" or "team-a/qwen-7b:sql" its adapter "sql".
 
     from modelplane_agents import model_client             # pip install 'modelplane-agents[autogen]'
     client = model_client("qwen-7b")                       # AutoGen ChatCompletionClient; model_client(): the default
+    client = model_client("qwen-7b:sql")                   # the same Model's replicas, with its adapter sql applied
 
     from modelplane_agents import agent_framework_client   # pip install 'modelplane-agents[agent-framework]'
     client = agent_framework_client("qwen-7b")             # Agent Framework OpenAIChatCompletionClient
@@ -76,46 +79,60 @@ def load_index(path: str | os.PathLike | None = None) -> dict:
                             f"{CONFIG_DIR_ENV} to its folder)") from None
 
 
+def _names(entry: dict) -> tuple[str, str]:
+    """The names an index entry answers to: "model" and "namespace/model", or with ":adapter" for an adapter (an
+    index written before adapters has no "adapter" key: every entry is a Model)."""
+    ref = f"{entry['name']}:{entry['adapter']}" if entry.get("adapter") else entry["name"]
+    return ref, f"{entry['namespace']}/{ref}"
+
+
 def available_models(path: str | os.PathLike | None = None) -> list[str]:
-    return [entry["name"] for entry in load_index(path).get("models", [])]
+    """The names of what is injected here: "qwen" for a Model, "qwen:sql" for its adapter sql."""
+    return [_names(entry)[0] for entry in load_index(path).get("models", [])]
 
 
 def _pod_default(models: list[dict], folder: Path) -> str | None:
-    """The model the webhook made this pod's default: the one whose endpoint is the injected OPENAI_BASE_URL. An
-    injected pod mounts its namespace's shared configuration, whose index has no default of its own."""
-    base_url = os.environ.get("OPENAI_BASE_URL")
+    """The model the webhook made this pod's default: the one at the injected OPENAI_BASE_URL that serves
+    OPENAI_MODEL (a Model's adapters share its endpoint), else the first there (the Model itself, listed before its
+    adapters, whose served name may have changed since the pod started). An injected pod mounts its namespace's
+    shared configuration, whose index has no default of its own."""
+    base_url, served = os.environ.get("OPENAI_BASE_URL"), os.environ.get("OPENAI_MODEL")
+    there = []  # (entry, its served name) of the entries at base_url
     for entry in models if base_url else ():
-        component = json.loads((folder / entry["file"]).read_text())
-        if component["config"].get("base_url") == base_url:
-            return f"{entry['namespace']}/{entry['name']}"
-    return None
+        config = json.loads((folder / entry["file"]).read_text())["config"]
+        if config.get("base_url") == base_url:
+            there.append((entry, config.get("model")))
+    chosen = next((entry for entry, model in there if model == served), there[0][0] if there else None)
+    return _names(chosen)[1] if chosen else None
 
 
 def _entry(index: dict, name: str | None, folder: Path) -> dict:
     models = index.get("models", [])
+    available = ", ".join(_names(m)[0] for m in models) or "none"
     if name is None:
         name = (index.get("default") or _pod_default(models, folder)
-                or (models[0]["name"] if len(models) == 1 else None))
+                or (_names(models[0])[0] if len(models) == 1 else None))
         if name is None:
-            raise ModelNotFound(f"no default model; name one of: {', '.join(m['name'] for m in models) or 'none'}")
+            raise ModelNotFound(f"no default model; name one of: {available}")
     for entry in models:
-        if name in (entry["name"], f"{entry['namespace']}/{entry['name']}"):
+        if name in _names(entry):
             return entry
-    raise ModelNotFound(f"model {name!r} is not injected here; available: "
-                        f"{', '.join(m['name'] for m in models) or 'none'} (from {folder / INDEX_FILE})")
+    raise ModelNotFound(f"model {name!r} is not injected here; available: {available} (from {folder / INDEX_FILE})")
 
 
 def _resolve(name: str | None, path, base_url: str | None, require_ready: bool) -> tuple[dict, dict]:
     """(index entry, component config with its API key filled in from the environment)."""
     folder = config_dir(path)
     entry = _entry(load_index(folder), name, folder)
+    ref = _names(entry)[0]
     if require_ready and not entry.get("ready"):
-        raise ModelNotReady(f"model {entry['name']!r} is not ready (see `kubectl describe model {entry['name']} "
-                            f"-n {entry['namespace']}`)")
+        where = " (status.adapters)" if entry.get("adapter") else ""
+        raise ModelNotReady(f"model {ref!r} is not ready (see `kubectl describe model {entry['name']} "
+                            f"-n {entry['namespace']}`{where})")
     component = json.loads((folder / entry["file"]).read_text())
     provider = component.get("provider")
     if not isinstance(provider, str) or provider not in ALLOWED_PROVIDERS:
-        raise UnsupportedProvider(f"model {entry['name']!r}: provider {provider!r} in {folder / entry['file']} is not "
+        raise UnsupportedProvider(f"model {ref!r}: provider {provider!r} in {folder / entry['file']} is not "
                                   f"allowed; only {OPENAI_PROVIDER} (the OpenAI-compatible client modelplane "
                                   "configures, or an AutoGen alias of it) is loaded")
     cfg = component["config"]
@@ -124,7 +141,7 @@ def _resolve(name: str | None, path, base_url: str | None, require_ready: bool) 
     cfg["api_key"] = (os.environ.get(key_env) or os.environ.get(re.sub(r"_[0-9A-F]{8}$", "", key_env), "")
                       if key_env else NO_KEY)
     if key_env and not cfg["api_key"]:
-        raise ModelNotReady(f"model {entry['name']!r} needs an API key, but {key_env} is not set in this pod")
+        raise ModelNotReady(f"model {ref!r} needs an API key, but {key_env} is not set in this pod")
     if base_url:
         cfg["base_url"] = base_url
     if entry.get("sessionHeader"):  # the Model's router keeps each conversation (each client made) on one replica
@@ -134,16 +151,17 @@ def _resolve(name: str | None, path, base_url: str | None, require_ready: bool) 
 
 def component_config(name: str | None = None, *, path: str | os.PathLike | None = None,
                      base_url: str | None = None, require_ready: bool = False) -> dict:
-    """The AutoGen component config for `name`, with its API key filled in from the environment."""
+    """The AutoGen component config for `name` ("model" or "model:adapter"), with its API key filled in from the
+    environment."""
     return _resolve(name, path, base_url, require_ready)[1]
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelSettings:
-    """Where a Model is and how to call it, for any OpenAI-compatible client."""
-    name: str
+    """Where a Model (or one of its adapters) is and how to call it, for any OpenAI-compatible client."""
+    name: str  # the Model's
     namespace: str
-    model: str  # the served model name: what requests send as "model"
+    model: str  # the served model name: what requests send as "model" (an adapter's own name, for an adapter)
     base_url: str
     api_key: str = dataclasses.field(repr=False)
     ready: bool
@@ -152,11 +170,13 @@ class ModelSettings:
     # {header: a value of its own} for the Model's router to keep this client's conversation on one replica
     headers: dict = dataclasses.field(default_factory=dict)
     max_retries: int | None = None  # set for a Model that scales to zero: enough to ride out its cold start
+    adapter: str | None = None  # the LoRA adapter of the Model it names, if any
 
 
 def model_settings(name: str | None = None, *, path: str | os.PathLike | None = None, base_url: str | None = None,
                    require_ready: bool = False) -> ModelSettings:
-    """The named model's (or the default's) served name, endpoint, key and tool-calling abilities."""
+    """The named model's (or adapter's, "model:adapter"; or the default's) served name, endpoint, key and
+    tool-calling abilities."""
     entry, component = _resolve(name, path, base_url, require_ready)
     cfg = component["config"]
     auto = entry.get("autoToolChoice")
@@ -164,7 +184,7 @@ def model_settings(name: str | None = None, *, path: str | os.PathLike | None = 
         auto = (cfg.get("model_info") or {}).get("function_calling")
     return ModelSettings(entry["name"], entry["namespace"], cfg["model"], cfg["base_url"], cfg["api_key"],
                          bool(entry.get("ready")), auto, entry.get("toolCallParser"),
-                         dict(cfg.get("default_headers") or {}), cfg.get("max_retries"))
+                         dict(cfg.get("default_headers") or {}), cfg.get("max_retries"), entry.get("adapter"))
 
 
 def tool_choice_problem(settings: ModelSettings, request: dict) -> str | None:
@@ -175,6 +195,8 @@ def tool_choice_problem(settings: ModelSettings, request: dict) -> str | None:
         return None
     choice = request.get("tool_choice")
     where = f"model {settings.namespace}/{settings.name}"
+    if settings.adapter:
+        where += f" (adapter {settings.adapter})"
     if choice in (None, "auto"):
         return (f'{where} cannot serve tools with tool_choice "auto" (what an agent with tools asks by default): '
                 "its vLLM server runs without auto tool choice, so it will answer 400. Give the Model "

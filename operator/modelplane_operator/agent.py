@@ -1,5 +1,6 @@
-"""Agents and injection: which Models a workload may use, and the ConfigMap, env and volume that tell it how.
-Pure functions; the same injection serves Agent Deployments and pods mutated by the webhook."""
+"""Agents and injection: which Models (and LoRA adapters of Models) a workload may use, and the ConfigMap, env and
+volume that tell it how. Pure functions; the same injection serves Agent Deployments and pods mutated by the
+webhook."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from . import agentconfig
 from .config import Config
 from .crd import agent_spec_with_defaults
 from .keys import AGENT_LABEL, MANAGED, PART_OF, standard_labels
-from .model import endpoint, owner_reference, served_model_name
+from .model import endpoint, owner_reference
 from .render import RESTRICTED, merge_env
 from .source import secret_env
 from .status import Problem, condition
@@ -22,16 +23,24 @@ NO_KEY = "no-key"  # vLLM without --api-key accepts any key; the OpenAI client i
 
 @dataclasses.dataclass
 class Resolved:
-    """One model reference of a workload, resolved against the Models that exist."""
+    """One model reference of a workload (a Model, or one of its adapters), resolved against the Models that
+    exist."""
     namespace: str
     name: str
     model: dict | None  # None when missing or not allowed: nothing about it is injected
-    reason: str | None  # NotFound, NotAllowed, NotReady; None when usable and ready
+    # NotFound, NotAllowed, NotReady, AdapterNotFound, AdapterNotReady; None when usable and ready
+    reason: str | None
     default: bool = False
+    adapter: str = ""  # empty: the Model itself
 
     @property
     def ready(self) -> bool:
         return self.reason is None
+
+    @property
+    def key(self) -> str:
+        """namespace/name, or namespace/name:adapter: what warnings and pod annotations name it by."""
+        return f"{self.namespace}/{agentconfig.reference(self.name, self.adapter)}"
 
 
 def allowed(model: dict, namespace: str) -> bool:
@@ -67,33 +76,70 @@ def model_ready(model: dict) -> bool:
     return (model.get("status") or {}).get("phase") in ("Ready", "Idle")
 
 
+def adapter_names(model: dict) -> list[str]:
+    return [a["name"] for a in (model.get("spec") or {}).get("adapters") or []]
+
+
+def adapter_ready(model: dict, adapter: str) -> bool:
+    """Loaded on every ready replica (status.adapters), or listed on a Model Idle at zero: the replica that wakes is
+    Ready only once its loader tried each adapter, so agents keep it as they keep the Model (and their configuration
+    does not change each time the Model goes to zero and back)."""
+    if (model.get("status") or {}).get("phase") == "Idle":
+        return True
+    entries = (model.get("status") or {}).get("adapters") or []
+    return any(a.get("name") == adapter and a.get("ready") for a in entries)
+
+
+def readiness(model: dict, adapter: str) -> str | None:
+    """Why an allowed Model (or its `adapter`) cannot serve a workload yet, or None. An unknown adapter keeps the
+    Model, as a Model not ready does: the adapter serves, without restarting a pod, once it is added and loaded."""
+    if adapter and adapter not in adapter_names(model):
+        return "AdapterNotFound"
+    if not model_ready(model):
+        return "NotReady"
+    return "AdapterNotReady" if adapter and not adapter_ready(model, adapter) else None
+
+
 def resolve(namespace: str, refs: list[dict], lookup) -> list[Resolved]:
-    """refs: [{name, namespace?, default?}]; lookup((ns, name)) -> Model or None. The first is the default unless
-    some ref says `default` either way."""
+    """refs: [{name, namespace?, adapter?, default?}]; lookup((ns, name)) -> Model or None. The first is the
+    default unless some ref says `default` either way."""
     explicit = any("default" in r for r in refs)
     out = []
     for i, ref in enumerate(refs):
-        ns = ref.get("namespace") or namespace
+        ns, adapter = ref.get("namespace") or namespace, ref.get("adapter") or ""
         model = lookup((ns, ref["name"]))
         if model is None:
             reason = "NotFound"
         elif not allowed(model, namespace):
             model, reason = None, "NotAllowed"
         else:
-            reason = None if model_ready(model) else "NotReady"
-        out.append(Resolved(ns, ref["name"], model, reason, bool(ref.get("default")) if explicit else i == 0))
+            reason = readiness(model, adapter)
+        out.append(Resolved(ns, ref["name"], model, reason, bool(ref.get("default")) if explicit else i == 0,
+                            adapter))
     return out
+
+
+def namespace_refs(models, namespace: str) -> list[dict]:
+    """What injected pods of `namespace` get without naming any: every Model the namespace may use, each followed by
+    its adapters. The only Model (its base) is the default; with several there is none to choose."""
+    visible = visible_models(models, namespace)
+    refs = []
+    for m in visible:
+        base = {"name": m["metadata"]["name"], "namespace": m["metadata"]["namespace"], "default": len(visible) == 1}
+        refs += [base, *({**base, "adapter": a, "default": False} for a in adapter_names(m))]
+    return refs
 
 
 def config_data(resolved: list[Resolved], config: Config) -> dict[str, str]:
     usable = [r for r in resolved if r.model is not None]
-    default = next((r.name for r in usable if r.default), None)
-    return agentconfig.config_files([(r.model, r.ready) for r in usable], config, default)
+    default = next((agentconfig.reference(r.name, r.adapter) for r in usable if r.default), None)
+    return agentconfig.config_files([(r.model, r.ready, r.adapter) for r in usable], config, default)
 
 
 def injected_env(resolved: list[Resolved], config: Config) -> list[dict]:
-    """MODELPLANE_CONFIG_DIR, the OPENAI_* conventions for the default model, and one key env var per keyed model,
-    each from a Secret of the workload's own namespace (Secrets never cross namespaces)."""
+    """MODELPLANE_CONFIG_DIR, the OPENAI_* conventions for the default model (an adapter's name as OPENAI_MODEL, for
+    an adapter), and one key env var per keyed Model (its adapters share it), each from a Secret of the workload's
+    own namespace (Secrets never cross namespaces)."""
     env = [{"name": "MODELPLANE_CONFIG_DIR", "value": CONFIG_MOUNT}]
     for r in resolved:
         if r.model is None:
@@ -102,10 +148,11 @@ def injected_env(resolved: list[Resolved], config: Config) -> list[dict]:
         key_env = secret_env(agentconfig.api_key_env(r.model), ref, "api-key") if ref else None
         if key_env:
             key_env["valueFrom"]["secretKeyRef"]["optional"] = True  # the library explains a missing key
-            env.append(key_env)
+            if key_env["name"] not in {e["name"] for e in env}:  # a Model's base and adapters: one var
+                env.append(key_env)
         if r.default:
             env += [{"name": "OPENAI_BASE_URL", "value": endpoint(r.model, config)},
-                    {"name": "OPENAI_MODEL", "value": served_model_name(r.model)}]
+                    {"name": "OPENAI_MODEL", "value": agentconfig.served_name(r.model, r.adapter)}]
             env.append({**key_env, "name": "OPENAI_API_KEY"} if key_env else {"name": "OPENAI_API_KEY",
                                                                               "value": NO_KEY})
     return env
@@ -160,6 +207,21 @@ def render_agent_children(agent: dict, resolved: list[Resolved], config: Config)
     return [render_configmap(agent, resolved, config), render_agent_deployment(agent, resolved, config)]
 
 
+def blocked(bad: Resolved, namespace: str) -> tuple[str, str]:
+    """(reason, message) of the Ready=False of an Agent in `namespace` that `bad` keeps from being ready."""
+    model = f"model {bad.namespace}/{bad.name}"
+    if bad.reason == "AdapterNotFound":
+        return bad.reason, f"{model} has no adapter {bad.adapter} (spec.adapters)"
+    if bad.reason == "AdapterNotReady":
+        state = next((a for a in (bad.model.get("status") or {}).get("adapters") or []
+                      if a.get("name") == bad.adapter), {})
+        why = f"{state['reason']}: {state.get('message', '')}" if state.get("reason") else "not reported yet"
+        return bad.reason, f"adapter {bad.adapter} of {model} is not loaded on every ready replica ({why})"
+    words = {"NotFound": "does not exist", "NotAllowed": f"does not allow namespace {namespace} "
+             "(spec.allowedNamespaces)", "NotReady": "is not ready"}
+    return f"Model{bad.reason}", f"{model} {words[bad.reason]}"
+
+
 def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None, config: Config, now: str,
                  problem: Problem | None = None) -> dict:
     meta = agent["metadata"]
@@ -172,10 +234,7 @@ def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None,
     if problem:
         ready = condition("Ready", "False", problem.reason, problem.message, generation, previous, now)
     elif bad:
-        words = {"NotFound": "does not exist", "NotAllowed": f"does not allow namespace {meta['namespace']} "
-                 "(spec.allowedNamespaces)", "NotReady": "is not ready"}
-        ready = condition("Ready", "False", f"Model{bad.reason}", f"model {bad.namespace}/{bad.name} "
-                          f"{words[bad.reason]}", generation, previous, now)
+        ready = condition("Ready", "False", *blocked(bad, meta["namespace"]), generation, previous, now)
     elif ready_pods < desired:
         ready = condition("Ready", "False", "PodsNotReady", f"{ready_pods}/{desired} agent pods ready",
                           generation, previous, now)
@@ -184,9 +243,11 @@ def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None,
                           generation, previous, now)
     models = []
     for r in resolved:
-        entry = {"name": r.name, "namespace": r.namespace, "ready": r.ready}
+        entry = {"name": r.name, "namespace": r.namespace, **({"adapter": r.adapter} if r.adapter else {}),
+                 "ready": r.ready}
         if r.model is not None:
-            entry.update(servedModelName=served_model_name(r.model), endpoint=endpoint(r.model, config))
+            entry.update(servedModelName=agentconfig.served_name(r.model, r.adapter),
+                         endpoint=endpoint(r.model, config))
         if r.reason:
             entry["reason"] = r.reason
         models.append(entry)
@@ -197,12 +258,13 @@ def agent_status(agent: dict, resolved: list[Resolved], deployment: dict | None,
 
 
 def namespace_configmap(namespace: str, models: list[dict], config: Config) -> dict:
-    """The ConfigMap injected pods of `namespace` mount: every Model the namespace may use. Pods with different
-    annotations share it, so its index names a default only when there is one Model to choose (the rule the webhook
-    follows for OPENAI_MODEL); a pod's own default travels in its env (OPENAI_BASE_URL, OPENAI_MODEL)."""
-    usable = visible_models(models, namespace)
-    default = usable[0]["metadata"]["name"] if len(usable) == 1 else None
-    data = agentconfig.config_files([(m, model_ready(m)) for m in usable], config, default)
+    """The ConfigMap injected pods of `namespace` mount: every Model the namespace may use, and each of its
+    adapters. Pods with different annotations share it, so its index names a default only when there is one Model
+    to choose (the rule the webhook follows for OPENAI_MODEL); a pod's own default travels in its env
+    (OPENAI_BASE_URL, OPENAI_MODEL)."""
+    models = list(models)
+    found = {(m["metadata"]["namespace"], m["metadata"]["name"]): m for m in models}
+    data = config_data(resolve(namespace, namespace_refs(models, namespace), found.get), config)
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": NAMESPACE_CONFIGMAP, "namespace": namespace,
                          "labels": {**MANAGED, **PART_OF, "app.kubernetes.io/component": "injected-config"}},

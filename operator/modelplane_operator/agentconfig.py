@@ -1,6 +1,6 @@
-"""What an AutoGen workload is given to find a Model: an AutoGen component config for its chat client, and an index
-entry saying where the API key comes from. Pure. The key itself never appears here: the pod gets it through a
-secretKeyRef env var, named in the index."""
+"""What an AutoGen workload is given to find a Model (or one of its LoRA adapters): an AutoGen component config for
+its chat client, and an index entry saying where the API key comes from. Pure. The key itself never appears here: the
+pod gets it through a secretKeyRef env var, named in the index."""
 
 from __future__ import annotations
 
@@ -55,18 +55,37 @@ def model_info(spec: dict) -> dict:
     }
 
 
-def client_component(model: dict, config: Config, base_url: str | None = None) -> dict:
-    """The component config that `ChatCompletionClient.load_component` turns into a ready client."""
+def served_name(model: dict, adapter: str = "") -> str:
+    """What a client sends as `model`: vLLM serves each adapter under its own name, on its Model's replicas."""
+    return adapter or served_model_name(model)
+
+
+def reference(name: str, adapter: str = "") -> str:
+    """How a workload names a Model or one of its adapters: "qwen", or "qwen:sql" (what modelplane_agents takes)."""
+    return f"{name}:{adapter}" if adapter else name
+
+
+def config_file(model: dict, adapter: str = "") -> str:
+    """<namespace>.<name>[.<adapter>].json. Namespaces, Model names and adapter names are DNS labels (no dots), so
+    the count of dots tells a base from an adapter and no two references share a file."""
+    meta = model["metadata"]
+    return ".".join([meta["namespace"], meta["name"], *([adapter] if adapter else []), "json"])
+
+
+def client_component(model: dict, config: Config, base_url: str | None = None, adapter: str = "") -> dict:
+    """The component config that `ChatCompletionClient.load_component` turns into a ready client (of `adapter`,
+    when one is named: the same server, its name sent as `model`)."""
     meta = model["metadata"]
     return {
         "provider": CLIENT_PROVIDER,
         "component_type": "model",
         "version": 1,
         "component_version": 1,
-        "description": f"modelplane Model {meta['namespace']}/{meta['name']}",
-        "label": meta["name"],
+        "description": f"modelplane Model {meta['namespace']}/{meta['name']}"
+                       + (f", LoRA adapter {adapter}" if adapter else ""),
+        "label": reference(meta["name"], adapter),
         "config": {
-            "model": served_model_name(model),
+            "model": served_name(model, adapter),
             "base_url": base_url or endpoint(model, config),
             "model_info": model_info(spec_of(model)),
             **({"max_retries": cold_start_retries(model)} if cold_start_retries(model) else {}),
@@ -90,22 +109,28 @@ def api_key_env(model: dict) -> str | None:
     return f"MODELPLANE_API_KEY_{readable}_{digest}"
 
 
-def index_entry(model: dict, config: Config, ready: bool) -> dict:
+def index_entry(model: dict, config: Config, ready: bool, adapter: str = "") -> dict:
+    """What the library finds a Model (or adapter) by: `name` is the Model's, `adapter` null for the Model itself.
+    An adapter is served by its Model's replicas: same endpoint, key and tool calling."""
     meta = model["metadata"]
-    return {"name": meta["name"], "namespace": meta["namespace"], "file": f"{meta['namespace']}.{meta['name']}.json",
-            "servedModelName": served_model_name(model), "endpoint": endpoint(model, config), "ready": ready,
+    return {"name": meta["name"], "namespace": meta["namespace"], "adapter": adapter or None,
+            "file": config_file(model, adapter), "servedModelName": served_name(model, adapter),
+            "endpoint": endpoint(model, config), "ready": ready,
             "apiKeyEnv": api_key_env(model), **tool_calling(spec_of(model)),
             # the header the Model's router keeps a conversation on one replica by (modelplane_agents sends one value
             # per client it makes, a client being one conversation); null when its routing needs none
             "sessionHeader": session_header(model)}
 
 
-def config_files(models: list[tuple[dict, bool]], config: Config, default: str | None = None) -> dict[str, str]:
-    """The files an agent pod mounts: index.json and one component config per (Model, ready) pair."""
+def config_files(models: list[tuple], config: Config, default: str | None = None) -> dict[str, str]:
+    """The files an agent pod mounts: index.json and one component config per (Model, ready[, adapter]) tuple.
+    `default`: the reference ("qwen", "qwen:sql") the index names as the default."""
     files, entries = {}, []
-    for model, ready in models:
-        entry = index_entry(model, config, ready)
-        files[entry["file"]] = json.dumps(client_component(model, config), indent=1, sort_keys=True)
+    for model, ready, *rest in models:
+        adapter = rest[0] if rest else ""
+        entry = index_entry(model, config, ready, adapter)
+        files[entry["file"]] = json.dumps(client_component(model, config, adapter=adapter), indent=1,
+                                          sort_keys=True)
         entries.append(entry)
     files[INDEX_FILE] = json.dumps({"default": default, "models": entries}, indent=1, sort_keys=True)
     return files

@@ -39,6 +39,13 @@ def metrics_text(url: str) -> str | None:
         return None
 
 
+def fetch_all(urls: list[str]) -> list[str | None]:
+    """GET each URL, side by side (pods that a NetworkPolicy keeps silent each cost the whole timeout, not one
+    after the other); None for each that did not answer."""
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(urls), SCRAPERS))) as pool:
+        return list(pool.map(metrics_text, urls))
+
+
 def router_requests(namespace: str, name: str) -> float:
     """Requests the Model's routers have received (their counters summed); 0 when none answers."""
     pods = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods",
@@ -62,10 +69,7 @@ def sample(model: dict, pods: list[dict], now: float) -> tuple[autoscale.Sample 
     answer; no sample when one did not (a busy server's silence is not zero load: the look is left out)."""
     scaling = spec_of(model)["autoscaling"]
     gauge = autoscale.METRICS[scaling["metric"]][0]
-    urls = [f"http://{pod['ip']}:{SERVER_PORT}/metrics" for pod in serving(pods) if pod.get("ip")]
-    # side by side: pods that a NetworkPolicy keeps silent each cost the whole timeout
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(urls), SCRAPERS))) as pool:
-        texts = list(pool.map(metrics_text, urls))
+    texts = fetch_all([f"http://{pod['ip']}:{SERVER_PORT}/metrics" for pod in serving(pods) if pod.get("ip")])
     silent = texts.count(None)
     if silent:
         return None, silent

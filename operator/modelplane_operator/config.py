@@ -32,6 +32,9 @@ class Config:
     router_cpu_request: str = "100m"
     router_memory_request: str = "128Mi"
     router_memory_limit: str = "1Gi"
+    # The sidecar that loads a Model's LoRA adapters into each of its servers (adapterloader.py): the operator's own
+    # image (the chart sets it to the image it runs; this default is the chart's, checked by a unit test).
+    adapter_loader_image: str = "ghcr.io/modelplane/operator:0.1.0"
     gpu_resource: str = "nvidia.com/gpu"
     gpu_product_label: str = "nvidia.com/gpu.product"
     cluster_domain: str = "cluster.local"

@@ -355,10 +355,10 @@ def affinity_schema() -> dict:
     })
 
 
-def source_rules() -> list:
+def source_rules(schemes: tuple[str, ...] = SOURCE_SCHEMES) -> list:
     return [
-        ("self.matches('^(" + "|".join(SOURCE_SCHEMES) + ")://')",
-         "must be a URI whose scheme is one of hf://, pvc://, s3://, gs://"),
+        ("self.matches('^(" + "|".join(schemes) + ")://')",
+         "must be a URI whose scheme is one of " + ", ".join(f"{s}://" for s in schemes)),
         ("!self.startsWith('hf://') || self.matches('^hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$')",
          "hf:// sources take the form hf://<organisation>/<model>"),
         ("!self.startsWith('pvc://') || self.matches('^pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^/]+)*/?$')",
@@ -484,6 +484,44 @@ def autoscaling_schema() -> dict:
                 "a kvCacheUsage target is a fraction of the cache, at most 1", ".target")])
 
 
+# LoRA adapters (spec.adapters): where they may come from, and the capacity a Model's servers get for them unless
+# spec.lora says otherwise (vLLM's own default of one adapter per batch would serialise every adapter's requests).
+ADAPTER_SOURCE_SCHEMES = ("hf", "pvc")
+DEFAULT_LORA_MAX_RANK = 16
+DEFAULT_LORA_MAX_ADAPTERS = 4
+
+
+def lora_schema() -> dict:
+    ranks = sorted(vllm_options()["options"]["maxLoraRank"]["schema"]["enum"])
+    return obj(
+        "LoRA capacity of the servers (vLLM's --enable-lora, --max-lora-rank, --max-loras). Set by the operator "
+        "whenever spec.adapters is not empty; set it before the first adapter to keep adding adapters from being "
+        "a rollout (turning LoRA on restarts the servers; adapters after that load live).", {
+            "maxRank": integer(f"Largest adapter rank the servers accept ({', '.join(map(str, ranks))}). An "
+                               "adapter of a larger rank is refused (status reason RankTooLarge); raising it is a "
+                               "rollout.", enum=ranks, default=DEFAULT_LORA_MAX_RANK),
+            "maxAdapters": integer("Adapters one batch may mix (--max-loras); more adapters than this still serve, "
+                                   "taking turns. Each slot reserves memory for maxRank.", minimum=1, maximum=256,
+                                   default=DEFAULT_LORA_MAX_ADAPTERS),
+        })
+
+
+def adapter_schema() -> dict:
+    return obj("A LoRA adapter of this Model, served under its own name.", {
+        "name": string("The name clients send as `model` to use the adapter (a DNS label); it must differ from the "
+                       "Model's served name.", minLength=1, maxLength=63, pattern=DNS_LABEL),
+        "source": string("Where the adapter's files (adapter_config.json and the weights, in the PEFT layout) come "
+                         "from: hf://<org>/<repo> (downloaded into the pod) or pvc://<claim>[/<path>] (a claim in "
+                         "this namespace, mounted read-only; a claim the pods do not mount yet is a rollout).",
+                         minLength=1, maxLength=1024, rules=source_rules(ADAPTER_SOURCE_SCHEMES)),
+        "credentialsSecretRef": secret_key_ref(
+            "hf:// only: Secret whose key holds a Hugging Face token. A Secret no other adapter of the Model uses "
+            "yet is a rollout (it reaches the pods as an environment variable).", "token"),
+    }, required=["name", "source"],
+        rules=[("!has(self.credentialsSecretRef) || !self.source.startsWith('pvc://')",
+                "credentialsSecretRef does not apply to pvc:// sources", ".credentialsSecretRef")])
+
+
 def model_spec_schema() -> dict:
     return obj(
         "What to serve and how. Only source is required.",
@@ -540,6 +578,12 @@ def model_spec_schema() -> dict:
             "rollout": rollout_schema(),
             "routing": routing_schema(),
             "autoscaling": autoscaling_schema(),
+            "lora": lora_schema(),
+            "adapters": array(
+                "LoRA adapters served by every replica under their own names, loaded and unloaded at run time "
+                "(no restart) and loaded into each new or restarted replica before it takes requests. Agents name "
+                "one as <model>:<adapter>. status.adapters says where each is loaded.", adapter_schema(),
+                maxItems=64, **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
             "shmSize": quantity("Size of the memory-backed /dev/shm (tensor parallel workers share tensors "
                                 "through it). Defaults to the operator's setting (8Gi)."),
             "startupTimeoutSeconds": integer("How long a replica may take to load the weights before it is "
@@ -610,6 +654,16 @@ def model_status_schema() -> dict:
             "message": string("Why, in words."),
             "lastScaleTime": string("When the replica count last changed.", format="date-time"),
         }),
+        "adapters": array("Each adapter of spec.adapters: on how many ready replicas it is loaded.", obj(
+            "An adapter's state.", {
+                "name": string("The adapter."),
+                "ready": boolean("Loaded on every ready replica (and there is one): clients may send its name."),
+                "loadedReplicas": integer("Ready replicas that have it loaded."),
+                "reason": string("Loaded, Loading, NoReadyReplicas, Unreported (a replica's loader did not answer), "
+                                 "or why loading failed: SourceNotFound, RankTooLarge, BaseMismatch, "
+                                 "FetchFailed, LoadFailed."),
+                "message": string("Details, in words (the server's own message when loading failed)."),
+            }, required=["name"]), **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}),
         "routing": obj("The router, when spec.routing is set.", {
             "policy": string("The policy it routes by."),
             "readyRouters": integer("Router replicas that are ready."),
@@ -657,7 +711,11 @@ def model_crd() -> dict:
         required=["spec"],
         rules=[(f"self.metadata.name.matches('{DNS_LABEL}') && size(self.metadata.name) <= 63",
                 "metadata.name must be a DNS label (lowercase letters, digits and '-', starting with a letter, at "
-                "most 63 characters): the Model's Service takes the same name")],
+                "most 63 characters): the Model's Service takes the same name"),
+               ("!has(self.spec.adapters) || self.spec.adapters.all(a, a.name != (has(self.spec.servedModelName) ? "
+                "self.spec.servedModelName : self.metadata.name))",
+                "an adapter's name must differ from the Model's served name (clients choose by that name)",
+                ".spec.adapters")],
     )
     return crd_document("Model", "mdl", schema, [
                     {"name": "Served", "type": "string", "jsonPath": ".status.servedModelName",
@@ -683,18 +741,22 @@ def agent_spec_schema() -> dict:
         "serviceAccountName": string("ServiceAccount the agent pods run as (a DNS subdomain).", maxLength=253,
                                      pattern=optional(DNS_SUBDOMAIN)),
         "models": array(
-            "Models this agent uses, by name. Their endpoints, served names and keys are injected and kept "
-            "current; the agent is Ready only when all of them are.",
-            obj("A reference to a Model.", {
+            "Models this agent uses, by name (a Model's base, or one of its LoRA adapters). Their endpoints, served "
+            "names and keys are injected and kept current; the agent is Ready only when all of them are.",
+            obj("A reference to a Model, or to one of its adapters.", {
                 "name": string("Name of the Model.", minLength=1, maxLength=63),
                 "namespace": string("Namespace of the Model; empty means the Agent's. The Model must allow this "
                                     "Agent's namespace in spec.allowedNamespaces.", maxLength=63, default=""),
+                "adapter": string("The name of one of the Model's spec.adapters; empty means the Model itself. The "
+                                  "agent then sends that name as `model`, served by the Model's replicas with the "
+                                  "adapter applied.", maxLength=63, pattern=optional(DNS_LABEL), default=""),
                 "default": boolean("The model behind OPENAI_BASE_URL, OPENAI_MODEL and OPENAI_API_KEY, and what "
                                    "modelplane_agents.model_client() returns. Defaults to the first model."),
             }, required=["name"]),
             minItems=1, maxItems=32,
-            # A list map: the API server itself refuses the same model listed twice.
-            **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "namespace"]},
+            # A list map: the API server itself refuses the same model (or adapter) listed twice; a Model's base
+            # and its adapters are different entries.
+            **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name", "namespace", "adapter"]},
             rules=[("self.filter(m, has(m.default) && m.default).size() <= 1",
                     "at most one model may be the default")]),
     }, required=["image", "models"])
@@ -704,13 +766,16 @@ def agent_status_schema() -> dict:
     return obj("Observed state, written by the operator.", {
         "conditions": array("Ready: the agent pods run and every referenced Model is ready.", condition_schema(),
                             **{"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}),
-        "models": array("Each referenced Model as the agent sees it.", obj("A referenced Model.", {
+        "models": array("Each referenced Model (or adapter) as the agent sees it.", obj("A referenced Model.", {
             "name": string("Model name."),
             "namespace": string("Model namespace."),
-            "servedModelName": string("Name sent as `model`."),
+            "adapter": string("The Model's adapter, when the reference is to one."),
+            "servedModelName": string("Name sent as `model`: the adapter's name for an adapter."),
             "endpoint": string("OpenAI-compatible base URL."),
-            "ready": boolean("Whether the Model serves."),
-            "reason": string("Why it is not usable, when it is not: NotFound, NotAllowed, NotReady."),
+            "ready": boolean("Whether the Model (and the adapter, on every ready replica) serves."),
+            "reason": string("Why it is not usable, when it is not: NotFound, NotAllowed, NotReady, "
+                             "AdapterNotFound (not in the Model's spec.adapters), AdapterNotReady (not loaded on "
+                             "every ready replica: the Model's status.adapters says why)."),
         })),
         "modelSummary": string("ready/referenced models, for kubectl get."),
         "replicas": integer("Agent pods that exist."),

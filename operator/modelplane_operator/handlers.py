@@ -10,6 +10,7 @@ import base64
 import concurrent.futures
 import contextvars
 import datetime
+import json
 import logging
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,7 @@ from typing import Callable
 import kopf
 from kubernetes.client import ApiException
 
-from . import autoscale, autoscaler, engine, fleet, kube, metrics, sync, webhookcert
+from . import adapters, autoscale, autoscaler, engine, fleet, kube, metrics, sync, webhookcert
 from . import inject, readiness
 from .retries import Retries
 from .store import PAGE, Index, Store
@@ -436,6 +437,36 @@ def autoscale_model(namespace, name, **_):
     if scaled:
         sync.post(model, "Normal", decision.reason, f"{current} -> {decision.replicas} replicas: {decision.message}")
         reconcile_model_at((namespace, name), cause="autoscale")
+
+
+ADAPTERS_INTERVAL = 5.0  # seconds between two looks at a Model's loaders
+
+
+@kopf.timer(GROUP, VERSION, "models", interval=ADAPTERS_INTERVAL,
+            when=lambda spec, status, **_: bool(spec.get("adapters") or status.get("adapters")))
+def look_at_adapters(namespace, name, **_):
+    """A Model with LoRA adapters (or whose status still lists some), every ADAPTERS_INTERVAL seconds: what each
+    ready replica's loader reports, into status.adapters, with an Event when an adapter fails or becomes ready."""
+    model = lookup_model((namespace, name))
+    if model is None or model["metadata"].get("deletionTimestamp"):
+        return
+    pods = autoscaler.serving(list(index("Pod", "model").get((namespace, name), [])))
+    reports = [json_or_none(text) for text in autoscaler.fetch_all(
+        [f"http://{pod['ip']}:{adapters.LOADER_PORT}/adapters" for pod in pods if pod.get("ip")])]
+    was = (model.get("status") or {}).get("adapters") or []
+    new = adapters.adapter_status(spec_of(model), reports)
+    if new == was:
+        return
+    offer("MODIFIED", kube.patch_status(model, {"adapters": new or None}))
+    for type_, reason, message in adapters.events(was, new):
+        sync.post(model, type_, reason, message)
+
+
+def json_or_none(text: str | None) -> dict | None:
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return None
 
 
 def retry_on_problem(retry: int, reconcile, *args, **kwargs) -> None:

@@ -2,13 +2,14 @@
 
 A pod opts in with the label modelplane.dev/inject=true, or by living in a namespace labelled
 modelplane.dev/inject=enabled (a pod there may opt out with modelplane.dev/inject=false). The annotation
-modelplane.dev/models names the models ("qwen-7b,platform/shared"; the first is the default); without it, every
-Model the namespace may use is injected. Injecting twice gives the same pod.
+modelplane.dev/models names the models ("qwen-7b,platform/shared,qwen-7b:sql"; `model:adapter` names a LoRA adapter
+of a Model; the first is the default); without it, every Model the namespace may use, and each of its adapters, is
+injected. Injecting twice gives the same pod.
 """
 
 from __future__ import annotations
 
-from .agent import NAMESPACE_CONFIGMAP, Resolved, config_volume, injected_env, resolve, visible_models
+from .agent import NAMESPACE_CONFIGMAP, Resolved, config_volume, injected_env, namespace_refs, resolve
 from .config import GROUP, Config
 from .keys import ERROR_ANNOTATION, INJECT_LABEL, INJECTED_ANNOTATION, MODELS_ANNOTATION, PART_OF
 
@@ -16,21 +17,20 @@ WEBHOOK_PATH = "/inject"  # kopf serves a handler at /<handler id>
 
 
 def parse_models_annotation(value: str) -> list[dict]:
+    """Refs from "model", "namespace/model", "model:adapter" or "namespace/model:adapter" items, comma-separated.
+    `:` cannot be part of a namespace, Model or adapter name (DNS labels), so it only ever separates the adapter."""
     refs = []
     for i, item in enumerate(v.strip() for v in value.split(",") if v.strip()):
-        ns, _, name = item.rpartition("/")
-        refs.append({"name": name, "namespace": ns, "default": i == 0})
+        ns, _, ref = item.rpartition("/")
+        name, _, adapter = ref.partition(":")
+        refs.append({"name": name.strip(), "namespace": ns.strip(), "adapter": adapter.strip(), "default": i == 0})
     return refs
 
 
 def requested(pod: dict, namespace: str, models: list[dict], lookup) -> list[Resolved]:
-    """The models a pod asks for (its annotation), or all those its namespace may use."""
+    """The models a pod asks for (its annotation), or all those its namespace may use and their adapters."""
     annotation = ((pod.get("metadata") or {}).get("annotations") or {}).get(MODELS_ANNOTATION)
-    if annotation:
-        return resolve(namespace, parse_models_annotation(annotation), lookup)
-    visible = visible_models(models, namespace)
-    refs = [{"name": m["metadata"]["name"], "namespace": m["metadata"]["namespace"], "default": len(visible) == 1}
-            for m in visible]
+    refs = parse_models_annotation(annotation) if annotation else namespace_refs(models, namespace)
     return resolve(namespace, refs, lookup)
 
 
@@ -41,24 +41,27 @@ def _merge(items: list[dict], ours: list[dict]) -> list[dict]:
 
 
 def mutation(pod: dict, resolved: list[Resolved], config: Config) -> tuple[dict, list[str]]:
-    """(the pod fields to set, warnings for the client). Refused or missing models are not injected."""
+    """(the pod fields to set, warnings for the client). Refused or missing models are not injected; an adapter
+    its Model does not list is (it serves once the Model lists it), with a warning: most likely a typo."""
     spec = pod.get("spec") or {}
     usable = [r for r in resolved if r.model is not None]
-    problems = [f"model {r.namespace}/{r.name}: {r.reason}" for r in resolved if r.model is None]
+    problems = [f"model {r.key}: {r.reason}" for r in resolved if r.model is None]
     env = injected_env(usable, config)
     volume, mount = config_volume(NAMESPACE_CONFIGMAP)
     containers = [{**c, "env": _merge(c.get("env") or [], env),
                    "volumeMounts": _merge(c.get("volumeMounts") or [], [mount])}
                   for c in spec.get("containers") or []]
     annotations = dict((pod.get("metadata") or {}).get("annotations") or {})
-    annotations[INJECTED_ANNOTATION] = ",".join(f"{r.namespace}/{r.name}" for r in usable)
+    annotations[INJECTED_ANNOTATION] = ",".join(r.key for r in usable)
     if problems:
         annotations[ERROR_ANNOTATION] = "; ".join(problems)
     else:
         annotations.pop(ERROR_ANNOTATION, None)
     fields = {"containers": containers, "volumes": _merge(spec.get("volumes") or [], [volume]),
               "annotations": annotations}
-    return fields, [f"modelplane: {p} (not injected)" for p in problems]
+    unknown = [f"modelplane: model {r.key}: AdapterNotFound (injected: it serves once the Model lists the adapter "
+               "in spec.adapters)" for r in usable if r.reason == "AdapterNotFound"]
+    return fields, [f"modelplane: {p} (not injected)" for p in problems] + unknown
 
 
 NOT_SERVING = "the operator's view of Models was not complete yet"
@@ -78,8 +81,8 @@ def not_configured(pod: dict, namespace: str, lookup) -> str | None:
         return None
     wanted = annotations.get(MODELS_ANNOTATION)
     injected = set(filter(None, annotations[INJECTED_ANNOTATION].split(",")))
-    now = [f"{r.namespace}/{r.name}" for r in resolve(namespace, parse_models_annotation(wanted or ""), lookup)
-           if r.model is not None and f"{r.namespace}/{r.name}" not in injected]
+    now = [r.key for r in resolve(namespace, parse_models_annotation(wanted or ""), lookup)
+           if r.model is not None and r.key not in injected]
     if now:
         return f"{', '.join(now)} can be used now but did not exist or was not allowed when it was created"
     return None

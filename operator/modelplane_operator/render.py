@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from . import autoscale, cpuprofile, engine, keda, quantity, routing, source as sources
+from . import adapters, autoscale, cpuprofile, engine, keda, quantity, routing, source as sources
 from .config import SERVER_PORT, Config
 from .crd import MAX_WAIT_SECONDS
 from .keys import AGENT_LABEL, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
@@ -217,8 +217,11 @@ def render_deployment(model: dict, config: Config) -> dict:
     engine_defaults, cpu_env = ({}, []) if spec["gpus"] else cpuprofile.cpu_settings(
         resources, spec.get("engineArgs"), spec.get("env"))
     shutdown_defaults, shutdown_container, shutdown_pod = shutdown(spec, config)
-    engine_defaults = {**engine_defaults, **shutdown_defaults, **routing.server_engine_defaults(model)}
-    env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}, *src.env]
+    engine_defaults = {**engine_defaults, **shutdown_defaults, **routing.server_engine_defaults(model),
+                       **adapters.engine_defaults(spec)}
+    lora = adapters.lora_of(spec)
+    env = [{"name": "HF_HOME", "value": f"{CACHE_MOUNT}/huggingface"}, *src.env,
+           *([adapters.RUNTIME_UPDATING] if lora else [])]
     if spec.get("apiKeySecretRef"):
         # vLLM reads VLLM_API_KEY itself, so the key never appears in the process arguments.
         env.append(sources.secret_env("VLLM_API_KEY", spec["apiKeySecretRef"], "api-key"))
@@ -253,6 +256,12 @@ def render_deployment(model: dict, config: Config) -> dict:
         **shutdown_pod,
         **pod_placement(spec, config),
     }
+    if lora:  # the loader sidecar keeps the adapters loaded in this replica (adapters.py, adapterloader.py)
+        volumes, server_mounts, _ = adapters.volumes(spec)
+        container["volumeMounts"] += server_mounts
+        pod_spec["volumes"] += volumes
+        pod_spec["containers"].append(adapters.loader_container(model, config, RESTRICTED))
+        pod_spec["serviceAccountName"] = adapters.loader_name(name)
     metadata = _metadata(model)
     metadata["annotations"] = {GENERATION_ANNOTATION: str(model["metadata"].get("generation", 1))}
     return {
@@ -328,6 +337,9 @@ def render_network_policy(model: dict, config: Config, for_router: bool = False)
             peers.append({"podSelector": {"matchLabels": routing.router_selector(meta["name"])}})
         if autoscale.in_process(spec):  # the operator's autoscaler reads the replicas' /metrics
             peers.extend(config.operator_peer)
+        if adapters.lora_of(spec) and config.operator_peer:  # the operator reads what each loader has loaded
+            extra.append({"from": list(config.operator_peer),
+                          "ports": [{"port": adapters.LOADER_PORT, "protocol": "TCP"}]})
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata,
             "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"],
                      "ingress": [{"from": peers, "ports": [{"port": SERVER_PORT, "protocol": "TCP"}]}, *extra]}}
@@ -345,6 +357,8 @@ def render_children(model: dict, config: Config) -> list[dict]:
             children.append(render_network_policy(model, config, for_router=True))
     if keda.keda_of(model):
         children.append(keda.render_scaled_object(model, _metadata(model)))
+    if adapters.lora_of(spec_of(model)):
+        children += adapters.render_loader_rbac(model, labels(model["metadata"]["name"]))
     return children
 
 
@@ -352,7 +366,7 @@ def child_keys(name: str) -> list[tuple[str, str]]:
     """(kind, name) of every child a Model named `name` may have that the operator watches, rendered or not: those
     it no longer wants (routing or policies switched off) are found there and deleted. (Its KEDA ScaledObject, of a
     CRD that may not be installed, is not watched: handlers read it when the Model has or had one.)"""
-    router = routing.router_name(name)
+    router, loader = routing.router_name(name), adapters.loader_name(name)
     return [("Deployment", name), ("Service", name), ("NetworkPolicy", name), ("Service", routing.direct_name(name)),
             ("Deployment", router), ("ServiceAccount", router), ("Role", router), ("RoleBinding", router),
-            ("NetworkPolicy", router)]
+            ("NetworkPolicy", router), ("ServiceAccount", loader), ("Role", loader), ("RoleBinding", loader)]

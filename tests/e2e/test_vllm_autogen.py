@@ -170,6 +170,8 @@ def test_example_models_parse_with_vllms_own_parser():
     assert parsed["basic.yaml"]["model"] == "Qwen/Qwen2.5-7B-Instruct"
     assert parsed["tensor-parallel.yaml"]["tensor_parallel_size"] == 4
     assert parsed["tensor-parallel.yaml"]["enable_auto_tool_choice"] is True
+    lora = parsed["lora.yaml"]
+    assert (lora["enable_lora"], lora["max_lora_rank"], lora["max_loras"]) == (True, 16, 4), lora
 
 
 def test_engine_args_schema_is_fresh_from_vllm():

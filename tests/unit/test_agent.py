@@ -14,8 +14,15 @@ CFG = Config()
 NOW = "2026-01-01T00:00:00Z"
 
 
-def model(name, namespace="team-a", phase="Ready", **spec):
-    return builders.model(name, namespace, source="hf://a/b", uid=f"u-{name}", phase=phase, **spec)
+def model(name, namespace="team-a", phase="Ready", adapters=(), **spec):
+    """A Model; `adapters`: {name: status.adapters[].ready, or None when status does not list it yet}."""
+    out = builders.model(name, namespace, source="hf://a/b", uid=f"u-{name}", phase=phase, **spec)
+    if adapters:
+        out["spec"]["adapters"] = [{"name": a, "source": f"hf://a/{a}"} for a in adapters]
+        out["status"]["adapters"] = [{"name": a, "ready": r, "loadedReplicas": int(r),
+                                      **({} if r else {"reason": "RankTooLarge", "message": "rank 32 > 16"})}
+                                     for a, r in adapters.items() if r is not None]
+    return out
 
 
 MODELS = {m["metadata"]["namespace"] + "/" + m["metadata"]["name"]: m for m in [
@@ -24,6 +31,10 @@ MODELS = {m["metadata"]["namespace"] + "/" + m["metadata"]["name"]: m for m in [
     model("shared", namespace="platform", allowedNamespaces=["team-a"]),
     model("private", namespace="platform"),
     model("public", namespace="platform", allowedNamespaces=["*"]),
+    model("tuned", adapters={"sql": True, "triage": False, "new": None}, apiKeySecretRef={"name": "tuned-key"}),
+    model("cold", phase="Loading", adapters={"sql": False}),
+    model("idle", phase="Idle", adapters={"sql": False}),
+    model("shared-tuned", namespace="platform", allowedNamespaces=["team-a"], adapters={"sql": True}),
 ]}
 
 
@@ -104,7 +115,8 @@ def test_agent_status_names_the_model_that_blocks_it():
 def test_namespace_configmap_holds_every_model_the_namespace_may_use():
     cm = namespace_configmap("team-a", list(MODELS.values()), CFG)
     names = [m["name"] for m in json.loads(cm["data"]["index.json"])["models"]]
-    assert names == ["llama", "qwen", "public", "shared"]
+    assert names == ["cold", "cold", "idle", "idle", "llama", "qwen", "tuned", "tuned", "tuned", "tuned", "public",
+                     "shared", "shared-tuned", "shared-tuned"]  # a Model, then its adapters
     assert cm["metadata"]["name"] == "modelplane-models"
 
 
@@ -139,3 +151,77 @@ def test_only_the_configmaps_of_namespaces_a_model_serves_or_served_are_rebuilt(
     from modelplane_operator.agent import audiences, configmaps_to_rebuild
     assert configmaps_to_rebuild(serves, served, {"team-a", "team-b", "ops"}) == rebuilt
     assert audiences(model("m", "team-a", allowedNamespaces=["team-b", "*"])) == {"team-a", "team-b", "*"}
+
+
+@pytest.mark.parametrize("ref, reason, served", [
+    ({"name": "tuned"}, None, "tuned"),                                 # the Model itself, as before
+    ({"name": "tuned", "adapter": "sql"}, None, "sql"),                 # loaded on every ready replica
+    ({"name": "tuned", "adapter": "triage"}, "AdapterNotReady", "triage"),  # status says it is not
+    ({"name": "tuned", "adapter": "new"}, "AdapterNotReady", "new"),    # listed, not in status yet
+    ({"name": "tuned", "adapter": "typo"}, "AdapterNotFound", "typo"),  # not in spec.adapters
+    ({"name": "qwen", "adapter": "sql"}, "AdapterNotFound", "sql"),     # a Model without adapters
+    ({"name": "cold", "adapter": "sql"}, "NotReady", "sql"),            # the Model itself is not ready
+    ({"name": "cold", "adapter": "typo"}, "AdapterNotFound", "typo"),   # an unknown adapter says so first
+    ({"name": "idle", "adapter": "sql"}, None, "sql"),                  # at zero: the replica that wakes loads it
+    ({"name": "shared-tuned", "namespace": "platform", "adapter": "sql"}, None, "sql"),
+    ({"name": "private", "namespace": "platform", "adapter": "sql"}, "NotAllowed", None),
+    ({"name": "nope", "adapter": "sql"}, "NotFound", None),
+])
+def test_an_adapter_is_resolved_like_its_model_then_by_its_own_state(ref, reason, served):
+    """An unknown adapter, like a Model not ready, keeps its Model's endpoint (it serves, without restarting a pod,
+    once added and loaded); a refused or missing Model gives nothing."""
+    [r] = resolve("team-a", [ref], lookup)
+    assert (r.adapter, r.reason, r.ready) == (ref.get("adapter", ""), reason, reason is None)
+    status = agent_status(agent(ref), [r], {"status": {"readyReplicas": 1, "replicas": 1}}, CFG, NOW)
+    entry = status["models"][0]
+    assert (entry.get("adapter"), entry.get("servedModelName"), entry.get("reason")) == (ref.get("adapter"), served,
+                                                                                        reason)
+    if served:
+        assert entry["endpoint"] == f"http://{ref['name']}.{r.namespace}.svc.cluster.local:8000/v1"
+
+
+def test_an_agent_uses_a_models_base_and_its_adapters_each_under_its_own_name():
+    r = resolve("team-a", [{"name": "tuned", "adapter": "sql"}, {"name": "tuned"},
+                           {"name": "tuned", "adapter": "triage"}], lookup)
+    data = render_configmap(agent(), r, CFG)["data"]
+    index = json.loads(data["index.json"])
+    assert index["default"] == "tuned:sql"
+    assert [(m["name"], m["adapter"], m["servedModelName"], m["ready"], m["file"]) for m in index["models"]] == [
+        ("tuned", "sql", "sql", True, "team-a.tuned.sql.json"), ("tuned", None, "tuned", True, "team-a.tuned.json"),
+        ("tuned", "triage", "triage", False, "team-a.tuned.triage.json")]
+    assert {m["apiKeyEnv"] for m in index["models"]} == {api_key_env(MODELS["team-a/tuned"])}
+    assert {m["endpoint"] for m in index["models"]} == {"http://tuned.team-a.svc.cluster.local:8000/v1"}
+    sql = json.loads(data["team-a.tuned.sql.json"])
+    assert (sql["label"], sql["config"]["model"]) == ("tuned:sql", "sql")
+    assert sql["description"] == "modelplane Model team-a/tuned, LoRA adapter sql"
+    assert json.loads(data["team-a.tuned.json"])["config"]["model"] == "tuned"
+    env = render_agent_deployment(agent(), r, CFG)["spec"]["template"]["spec"]["containers"][0]["env"]
+    by_name = {e["name"]: e for e in env}
+    assert by_name["OPENAI_MODEL"]["value"] == "sql"  # the default is the adapter: its name is what requests send
+    assert by_name["OPENAI_BASE_URL"]["value"] == "http://tuned.team-a.svc.cluster.local:8000/v1"
+    assert [e["name"] for e in env].count(api_key_env(MODELS["team-a/tuned"])) == 1  # one key for base and adapters
+
+
+@pytest.mark.parametrize("ref, reason, message", [
+    ({"name": "tuned", "adapter": "typo"}, "AdapterNotFound", "model team-a/tuned has no adapter typo (spec.adapters)"),
+    ({"name": "tuned", "adapter": "triage"}, "AdapterNotReady",
+     "adapter triage of model team-a/tuned is not loaded on every ready replica (RankTooLarge: rank 32 > 16)"),
+    ({"name": "tuned", "adapter": "new"}, "AdapterNotReady",
+     "adapter new of model team-a/tuned is not loaded on every ready replica (not reported yet)"),
+    ({"name": "cold", "adapter": "sql"}, "ModelNotReady", "model team-a/cold is not ready"),
+])
+def test_agent_status_names_the_adapter_that_blocks_it(ref, reason, message):
+    st = agent_status(agent(ref), resolve("team-a", [ref], lookup), {"status": {"readyReplicas": 1, "replicas": 1}},
+                      CFG, NOW)
+    ready = st["conditions"][0]
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", reason, message)
+    assert st["modelSummary"] == "0/1"
+
+
+def test_namespace_configmap_lists_each_adapter_of_each_model_the_namespace_may_use():
+    index = json.loads(namespace_configmap("team-a", list(MODELS.values()), CFG)["data"]["index.json"])
+    adapters = [(m["name"], m["namespace"], m["adapter"], m["ready"]) for m in index["models"] if m["adapter"]]
+    assert adapters == [("cold", "team-a", "sql", False), ("idle", "team-a", "sql", True),
+                        ("tuned", "team-a", "sql", True), ("tuned", "team-a", "triage", False),
+                        ("tuned", "team-a", "new", False), ("shared-tuned", "platform", "sql", True)]
+    assert len({m["file"] for m in index["models"]}) == len(index["models"])

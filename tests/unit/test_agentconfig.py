@@ -117,3 +117,49 @@ def test_index_says_whether_the_server_serves_tool_choice_auto(engine_args, expe
     [entry] = json.loads(config_files([(m, True)], Config())["index.json"])["models"]
     assert (entry["autoToolChoice"], entry["toolCallParser"]) == expected
     assert client_component(m, Config())["config"]["model_info"]["function_calling"] is expected[0]
+
+
+@pytest.mark.parametrize("namespace, name, adapter, file", [
+    ("team-a", "qwen", "", "team-a.qwen.json"),
+    ("team-a", "qwen", "sql", "team-a.qwen.sql.json"),
+    ("team", "a", "qwen", "team.a.qwen.json"),        # four parts: an adapter, never team/a.qwen's base (3 parts)
+    ("team-a", "qwen", "json", "team-a.qwen.json.json"),
+    ("a" * 63, "b" * 63, "c" * 63, f"{'a' * 63}.{'b' * 63}.{'c' * 63}.json"),  # within a ConfigMap key's 253
+])
+def test_each_model_and_adapter_has_a_file_of_its_own(namespace, name, adapter, file):
+    """Namespaces, Model names and adapter names are DNS labels, without dots: the parts of a name are unambiguous,
+    so a Model's base, its adapters and other Models never share a file."""
+    from modelplane_operator.agentconfig import config_file
+
+    assert config_file(model(name, namespace), adapter) == file
+    assert re.fullmatch(r"[-._a-zA-Z0-9]{1,253}", file)  # a valid ConfigMap key
+
+
+def test_no_two_references_share_a_file():
+    from modelplane_operator.agentconfig import config_file
+
+    refs = [(ns, name, adapter) for ns in ("a", "a-b", "team") for name in ("b", "a-b", "qwen", "sql")
+            for adapter in ("", "b", "qwen", "sql", "json")]
+    assert len({config_file(model(name, ns), adapter) for ns, name, adapter in refs}) == len(refs)
+
+
+def test_an_adapters_configuration_is_its_models_with_the_adapters_name_as_model():
+    base = model(servedModelName="qwen-2.5", apiKeySecretRef={"name": "k"},
+                 engineArgs={"enableAutoToolChoice": True, "toolCallParser": "hermes"},
+                 adapters=[{"name": "sql", "source": "hf://acme/sql"}])
+    files = config_files([(base, True), (base, False, "sql")], Config(), default="qwen:sql")
+    index = json.loads(files["index.json"])
+    plain, sql = index["models"]
+    assert index["default"] == "qwen:sql"
+    assert (plain["adapter"], plain["servedModelName"], plain["file"]) == (None, "qwen-2.5", "team-a.qwen.json")
+    assert (sql["name"], sql["adapter"], sql["servedModelName"], sql["file"], sql["ready"]) == (
+        "qwen", "sql", "sql", "team-a.qwen.sql.json", False)
+    same = ("namespace", "endpoint", "apiKeyEnv", "autoToolChoice", "toolCallParser", "sessionHeader")
+    assert {k: sql[k] for k in same} == {k: plain[k] for k in same}  # served by the Model's replicas, with its key
+    component = json.loads(files["team-a.qwen.sql.json"])
+    assert component == client_component(base, Config(), adapter="sql")
+    assert (component["label"], component["config"]["model"]) == ("qwen:sql", "sql")
+    assert component["description"] == "modelplane Model team-a/qwen, LoRA adapter sql"
+    assert component["config"]["base_url"] == json.loads(files["team-a.qwen.json"])["config"]["base_url"]
+    assert component["config"]["model_info"]["function_calling"] is True
+    assert json.loads(files["team-a.qwen.json"])["label"] == "qwen"

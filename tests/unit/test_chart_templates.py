@@ -183,6 +183,8 @@ def test_default_env_and_args():
         "MODELPLANE_VLLM_IMAGE": VALUES["modelDefaults"]["vllmImage"],
         "MODELPLANE_VLLM_CPU_IMAGE": VALUES["modelDefaults"]["vllmCpuImage"],
         "MODELPLANE_ROUTER_IMAGE": VALUES["modelDefaults"]["routerImage"],
+        # the adapter loader runs the operator's own image, and the operator's default is that image
+        "MODELPLANE_ADAPTER_LOADER_IMAGE": container["image"],
         "MODELPLANE_GPU_RESOURCE": "nvidia.com/gpu",
         "MODELPLANE_GPU_PRODUCT_LABEL": "nvidia.com/gpu.product",
         "MODELPLANE_CLUSTER_DOMAIN": "cluster.local",
@@ -201,6 +203,7 @@ def test_default_env_and_args():
         {"liveness": 8080, "readiness": 8082, "metrics": 8081, "webhook": 9443}
     assert container["image"] == f"{VALUES['image']['repository']}:" + \
         yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == Config().adapter_loader_image
 
 
 @needs_helm

@@ -559,7 +559,21 @@ def test_specs_kubernetes_refuses_in_a_deployment_are_refused_at_admission(spec,
      "spec.env[0].valueFrom"),
     ({"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "250m"}}}, "spec.resources"),
     ({"serviceAccountName": ""}, None),
+    ({"models": [{"name": "m", "adapter": "Bad_Name"}]}, "spec.models[0].adapter"),
+    ({"models": [{"name": "m", "adapter": "a" * 64}]}, "spec.models[0].adapter"),
+    ({"models": [{"name": "m"}, {"name": "m", "adapter": "sql"}]}, None),  # a Model's base and its adapter
     ({"resources": {"requests": {"cpu": "250m"}, "limits": {"cpu": "1", "example.com/fpga": 1}}}, None),
 ])
 def test_agent_specs_kubernetes_refuses_are_refused_at_admission(spec, field):
     assert refusals({"image": "agent:1", "models": [{"name": "m"}], **spec}, "Agent") == ([field] if field else [])
+
+
+def test_an_agent_may_list_a_models_base_and_its_adapters_each_once():
+    """The API server keys spec.models by (name, namespace, adapter), refusing duplicates; a list-map key must be
+    required or have a default, or the API server refuses the CRD."""
+    models = _spec_schema(agent_crd())["properties"]["models"]
+    assert models["x-kubernetes-list-map-keys"] == ["name", "namespace", "adapter"]
+    item = models["items"]
+    assert all(k in item["required"] or "default" in item["properties"][k] for k in models["x-kubernetes-list-map-keys"])
+    assert agent_spec_with_defaults({"image": "a", "models": [{"name": "m"}]})["models"] == [
+        {"name": "m", "namespace": "", "adapter": ""}]
