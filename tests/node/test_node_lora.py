@@ -1,0 +1,198 @@
+"""LoRA adapters on the real node: a keyed Model with adapters made here (hack/tinylora.py), served by a real vLLM pod
+as the operator renders it, with the loader sidecar from the operator's image. Adapters are listed by the server,
+served to an AutoGen agent that names one, added live without a restart, back on a replacement pod before it takes
+requests, unloaded when removed; broken ones are reported and leave the others serving.
+
+The CPU build of vLLM gives a base-model request batched with adapter requests an adapter's output (NOTES.md), so
+nothing here sends base and adapter requests at the same time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from conftest import bind_weights, get_json, pod_logs
+from harness import temporary_namespace
+from localvllm import REPO, vllm_python
+
+pytestmark = pytest.mark.timeout(1200)
+MODEL = "tiny-lora"
+SELECTOR = f"app.kubernetes.io/instance={MODEL}"
+# name -> (rank, seed); "big" has a rank above the Model's lora.maxRank (16)
+MADE = {"a1": (8, 1), "a2": (8, 2), "a3": (8, 3), "big": (32, 4)}
+
+
+def adapter(name: str) -> dict:
+    return {"name": name, "source": f"pvc://weights/lora/{name}"}
+
+
+@pytest.fixture(scope="module")
+def made_adapters(weights_pv):
+    for name, (rank, seed) in MADE.items():
+        subprocess.run([str(vllm_python()), str(REPO / "hack" / "tinylora.py"), str(weights_pv / "lora" / name),
+                        "--rank", str(rank), "--seed", str(seed), "--base", str(weights_pv / "tiny")],
+                       check=True, capture_output=True, timeout=300)
+    return weights_pv
+
+
+def lora_model(ns: str, names: list[str]) -> dict:
+    return {"apiVersion": "modelplane.dev/v1alpha1", "kind": "Model", "metadata": {"name": MODEL, "namespace": ns},
+            "spec": {"source": "pvc://weights/tiny", "gpus": 0,
+                     "engineArgs": {"maxModelLen": 1024, "enforceEager": True},
+                     "resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "8Gi"}},
+                     "apiKeySecretRef": {"name": "lora-key"},
+                     "lora": {"maxRank": 16, "maxAdapters": 2},
+                     "adapters": [adapter(n) for n in names]}}
+
+
+def adapters_status(kube, ns: str) -> dict:
+    status = (kube.get("model", MODEL, ns) or {}).get("status") or {}
+    return {a["name"]: a for a in status.get("adapters") or []}
+
+
+def wait_adapters(kube, ns: str, want: dict, timeout: float = 120) -> dict:
+    """Until status.adapters has, for each name, the (ready, reason) wanted; returns it."""
+    def matched():
+        got = adapters_status(kube, ns)
+        return got if {n: (a["ready"], a["reason"]) for n, a in got.items()} == want else None
+    return kube.wait_for(matched, timeout=timeout, interval=1, what=f"status.adapters {want}")
+
+
+def server_pod(kube, ns: str) -> dict:
+    pods = [p for p in get_json(kube, "pods", "-n", ns, "-l", SELECTOR)["items"]
+            if not p["metadata"].get("deletionTimestamp")]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
+
+
+def is_ready(pod: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+
+
+def loader_report(kube, ns: str, pod: str) -> dict:
+    return json.loads(kube.run("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{pod}:8002/proxy/adapters").stdout)
+
+
+LIST_MODELS = """
+import json, openai
+print("MODELS " + json.dumps({m.id: getattr(m, "parent", None) for m in openai.OpenAI().models.list().data}))
+"""
+
+
+def listed_models(kube, ns: str, name: str) -> dict:
+    """What the Model's endpoint lists under /v1/models, asked from an injected pod with the injected key."""
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": name, "namespace": ns, "labels": {"modelplane.dev/inject": "true"},
+        "annotations": {"modelplane.dev/models": MODEL}},
+        "spec": {"restartPolicy": "Never", "containers": [
+            {"name": "client", "image": "modelplane-agent:0.1.0", "command": ["python", "-c", LIST_MODELS]}]}})
+    kube.wait_for(lambda: (kube.get("pod", name, ns) or {}).get("status", {}).get("phase")
+                  in ("Succeeded", "Failed"), timeout=120, what=f"the {name} pod")
+    out = kube.run("logs", name, "-n", ns).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("MODELS ")), None)
+    assert line, out
+    return json.loads(line[len("MODELS "):])
+
+
+def lora_info(kube, ns: str) -> str:
+    """vLLM's own record of which adapters ran (its lora_requests_info gauge, one label set per combination seen)."""
+    metrics = kube.run("get", "--raw", f"/api/v1/namespaces/{ns}/services/{MODEL}:8000/proxy/metrics").stdout
+    return "\n".join(ln for ln in metrics.splitlines() if ln.startswith("vllm:lora_requests_info"))
+
+
+@pytest.fixture(scope="module")
+def lora(kube, operator, made_adapters):
+    with temporary_namespace(kube, "lora") as ns:
+        bind_weights(kube, ns, made_adapters)
+        kube.run("create", "secret", "generic", "lora-key", "-n", ns, "--from-literal=api-key=lora-node-key")
+        broken = [adapter("big"), {"name": "gone", "source": "pvc://weights/lora/missing"}]
+        manifest = lora_model(ns, ["a1", "a2"])
+        manifest["spec"]["adapters"] += broken
+        kube.apply(manifest)
+        kube.wait_for(lambda: ((kube.get("model", MODEL, ns) or {}).get("status") or {}).get("phase") == "Ready",
+                      timeout=420, interval=2, what=f"{MODEL} Ready")
+        yield ns, broken
+
+
+def test_adapters_are_served_and_broken_ones_reported(kube, lora):
+    ns, _ = lora
+    got = wait_adapters(kube, ns, {"a1": (True, "Loaded"), "a2": (True, "Loaded"),
+                                   "big": (False, "RankTooLarge"), "gone": (False, "SourceNotFound")})
+    assert got["a1"]["loadedReplicas"] == 1
+    assert "greater than max_lora_rank 16" in got["big"]["message"], got["big"]
+    assert "/models/lora/missing" in got["gone"]["message"], got["gone"]
+    listed = listed_models(kube, ns, "list-1")
+    assert listed == {MODEL: None, "a1": MODEL, "a2": MODEL}, listed
+    events = [f"{e['reason']}: {e['message']}" for e in get_json(
+        kube, "events", "-n", ns, "--field-selector", f"involvedObject.kind=Model,involvedObject.name={MODEL}")["items"]]
+    assert any(e.startswith("AdapterFailed: big: RankTooLarge") for e in events), events
+    assert any(e.startswith("AdapterFailed: gone: SourceNotFound") for e in events), events
+
+
+def test_an_autogen_agent_names_an_adapter_and_the_adapter_answers(kube, lora):
+    ns, _ = lora
+    assert "a1" not in lora_info(kube, ns)  # no request has used it yet
+    kube.apply({"apiVersion": "modelplane.dev/v1alpha1", "kind": "Agent", "metadata": {"name": "sql", "namespace": ns},
+                "spec": {"image": "modelplane-agent:0.1.0", "args": ["--turns", "2", "--every", "3600"],
+                         "models": [{"name": MODEL, "adapter": "a1"}]}})
+    selector = "modelplane.dev/agent=sql"
+    logs = kube.wait_for(lambda: (out := pod_logs(kube, ns, selector)) and "Total completion tokens" in out and out,
+                         timeout=240, interval=2, what="the AutoGen agent's answer")
+    assert "could not finish" not in logs, logs
+    pod = get_json(kube, "pods", "-n", ns, "-l", selector)["items"][0]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+    assert env["OPENAI_MODEL"] == "a1", env
+    info = lora_info(kube, ns)
+    assert 'running_lora_adapters="a1"' in info, info  # vLLM ran the agent's requests with adapter a1
+    assert "a2" not in info, info
+    kube.run("delete", "agent", "sql", "-n", ns, "--wait=false")
+
+
+def test_an_adapter_added_to_a_running_model_is_served_without_a_restart(kube, lora):
+    ns, broken = lora
+    before = server_pod(kube, ns)
+    kube.run("patch", "model", MODEL, "-n", ns, "--type=merge", "-p", json.dumps(
+        {"spec": {"adapters": [adapter("a1"), adapter("a2"), adapter("a3"), *broken]}}))
+    start = time.monotonic()
+    wait_adapters(kube, ns, {"a1": (True, "Loaded"), "a2": (True, "Loaded"), "a3": (True, "Loaded"),
+                             "big": (False, "RankTooLarge"), "gone": (False, "SourceNotFound")}, timeout=60)
+    print(f"a3 added: loaded and in status {time.monotonic() - start:.1f} s after the patch")
+    after = server_pod(kube, ns)
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert all(s["restartCount"] == 0 for s in after["status"]["containerStatuses"]), after["status"]
+    assert loader_report(kube, ns, after["metadata"]["name"])["loaded"] == ["a1", "a2", "a3"]
+
+
+def test_a_replacement_pod_has_every_adapter_before_it_takes_requests(kube, lora):
+    ns, _ = lora
+    old = server_pod(kube, ns)["metadata"]["name"]
+    kube.run("delete", "pod", old, "-n", ns, "--wait=false")
+    seen_unready = False
+    end = time.monotonic() + 300
+    while time.monotonic() < end:
+        pods = [p for p in get_json(kube, "pods", "-n", ns, "-l", SELECTOR)["items"] if p["metadata"]["name"] != old]
+        if pods and pods[0]["status"].get("podIP"):
+            if is_ready(pods[0]):
+                break
+            seen_unready = True
+        time.sleep(1)
+    else:
+        raise AssertionError("no ready replacement pod")
+    report = loader_report(kube, ns, pods[0]["metadata"]["name"])  # the first moment it counts as ready
+    assert seen_unready and report["ready"] and report["loaded"] == ["a1", "a2", "a3"], report
+    wait_adapters(kube, ns, {"a1": (True, "Loaded"), "a2": (True, "Loaded"), "a3": (True, "Loaded"),
+                             "big": (False, "RankTooLarge"), "gone": (False, "SourceNotFound")}, timeout=60)
+
+
+def test_a_removed_adapter_is_unloaded(kube, lora):
+    ns, _ = lora
+    kube.run("patch", "model", MODEL, "-n", ns, "--type=merge", "-p", json.dumps(
+        {"spec": {"adapters": [adapter("a1"), adapter("a3")]}}))
+    wait_adapters(kube, ns, {"a1": (True, "Loaded"), "a3": (True, "Loaded")}, timeout=60)
+    pod = server_pod(kube, ns)["metadata"]["name"]
+    kube.wait_for(lambda: loader_report(kube, ns, pod)["loaded"] == ["a1", "a3"], timeout=30,
+                  what="a2 unloaded")
+    assert listed_models(kube, ns, "list-2") == {MODEL: None, "a1": MODEL, "a3": MODEL}
