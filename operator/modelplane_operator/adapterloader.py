@@ -1,7 +1,7 @@
 """The adapter loader: a sidecar in each server pod of a Model with LoRA adapters (render.py adds it, adapters.py says
-where each adapter's files are). It watches its own Model, downloads hf:// adapters into the pod, loads every adapter
-into the vLLM server beside it through vLLM's own API, loads them again when that server restarts, and unloads the
-ones removed from the spec.
+where each adapter's files are). It watches its own Model, downloads hf:// and s3:// adapters into the pod, loads
+every adapter into the vLLM server beside it through vLLM's own API, loads them again when that server restarts, and
+unloads the ones removed from the spec.
 
 Its readiness is the pod's promise about adapters: ready once each adapter it found at the start was tried, and
 only while every adapter it has loaded is still in the server, so a new or restarted replica takes requests with
@@ -15,6 +15,9 @@ reasons only, read by the operator for status.adapters).
 
 from __future__ import annotations
 
+import datetime
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -25,6 +28,7 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from xml.etree import ElementTree
 
 from . import adapters
 from .config import GROUP, VERSION
@@ -104,6 +108,79 @@ def fetch_hf(repo: str, dest: Path, token: str | None, endpoint: str) -> None:
     marker.write_text(repo)
 
 
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+def sigv4_headers(method: str, url: str, access: str, secret: str, region: str, now: datetime.datetime,
+                  token: str | None = None) -> dict[str, str]:
+    """AWS Signature Version 4 headers of a body-less S3 request (what every S3-compatible store accepts), so that
+    the loader needs no AWS SDK."""
+    parts = urllib.parse.urlsplit(url)
+    stamp, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    headers = {"host": parts.netloc, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": stamp,
+               **({"x-amz-security-token": token} if token else {})}
+    query = "&".join(f"{urllib.parse.quote(k, safe='-_.~')}={urllib.parse.quote(v, safe='-_.~')}"
+                     for k, v in sorted(urllib.parse.parse_qsl(parts.query, keep_blank_values=True)))
+    signed = ";".join(sorted(headers))
+    canonical = "\n".join([method, urllib.parse.quote(parts.path or "/", safe="/-_.~"), query,
+                           *(f"{k}:{headers[k].strip()}" for k in sorted(headers)), "", signed, EMPTY_SHA256])
+    scope = f"{day}/{region}/s3/aws4_request"
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    key = f"AWS4{secret}".encode()
+    for part in (day, region, "s3", "aws4_request"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return {**{k: v for k, v in headers.items() if k != "host"},
+            "Authorization": f"AWS4-HMAC-SHA256 Credential={access}/{scope}, SignedHeaders={signed}, "
+                             f"Signature={signature}"}
+
+
+def fetch_s3(rest: str, dest: Path, env: dict, prefix: str = "", now=None) -> None:
+    """Download the objects directly under s3://<bucket>/<path>/ into `dest` (once per source), signed with the
+    credentials under `prefix` in `env` (anonymous without them). AWS_ENDPOINT_URL: an S3-compatible store,
+    addressed path-style; else AWS's own, virtual-hosted."""
+    marker = dest / ".modelplane-source"
+    if marker.exists() and marker.read_text() == f"s3://{rest}":
+        return
+    bucket, _, path = rest.partition("/")
+    path = path.strip("/")
+    region = env.get(prefix + "AWS_REGION") or env.get(prefix + "AWS_DEFAULT_REGION") or "us-east-1"
+    endpoint = (env.get(prefix + "AWS_ENDPOINT_URL") or "").rstrip("/")
+    base = f"{endpoint}/{bucket}" if endpoint else f"https://{bucket}.s3.{region}.amazonaws.com"
+    access, secret = env.get(prefix + "AWS_ACCESS_KEY_ID"), env.get(prefix + "AWS_SECRET_ACCESS_KEY")
+
+    def get(url: str):
+        when = now or datetime.datetime.now(datetime.timezone.utc)
+        headers = (sigv4_headers("GET", url, access, secret, region, when, env.get(prefix + "AWS_SESSION_TOKEN"))
+                   if access and secret else {})
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+
+    keys, token = [], None
+    while True:  # ListObjectsV2, a page at a time
+        query = {"list-type": "2", "prefix": f"{path}/" if path else "", "delimiter": "/",
+                 **({"continuation-token": token} if token else {})}
+        with get(f"{base}/?{urllib.parse.urlencode(query)}") as response:
+            listing = ElementTree.fromstring(response.read())
+        ns = listing.tag.partition("}")[0] + "}" if listing.tag.startswith("{") else ""
+        keys += [k.text for k in listing.iter(f"{ns}Key") if k.text]
+        token = listing.findtext(f"{ns}NextContinuationToken")
+        if not token:
+            break
+    if not keys:
+        raise FileNotFoundError(f"no object under s3://{rest}")
+    dest.mkdir(parents=True, exist_ok=True)
+    for key in keys:
+        name = key.rsplit("/", 1)[-1]
+        if not name or name.startswith("."):
+            continue
+        part = dest / (name + ".part")
+        with get(f"{base}/{urllib.parse.quote(key, safe='/-_.~')}") as response, open(part, "wb") as out:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        part.rename(dest / name)
+    marker.write_text(f"s3://{rest}")
+
+
 class Loader:
     """What this replica should serve (the Model's spec, from the watch) and what it does serve; `step` brings the
     second to the first."""
@@ -156,14 +233,16 @@ class Loader:
 
     def load(self, name: str, adapter: dict, where: str, replace: bool) -> None:
         scheme, _, rest = adapter["source"].partition("://")
-        if scheme == "hf":
-            ref = adapter.get("credentialsSecretRef")
-            token = self.env.get(adapters.token_env(ref)) if ref else None
-            try:
+        ref = adapter.get("credentialsSecretRef")
+        try:
+            if scheme == "hf":
+                token = self.env.get(adapters.token_env(ref)) if ref else None
                 fetch_hf(rest, Path(where), token, self.env.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"))
-            except (OSError, ValueError) as e:
-                self.fail(name, where, "FetchFailed", f"downloading {adapter['source']}: {e}")
-                return
+            elif scheme == "s3":
+                fetch_s3(rest, Path(where), self.env, adapters.s3_env_prefix(ref) if ref else "")
+        except (OSError, ValueError, ElementTree.ParseError) as e:
+            self.fail(name, where, "FetchFailed", f"downloading {adapter['source']}: {e}")
+            return
         code, text = self.server.load(name, where, replace)
         if code == 200 or (code == 400 and "already" in text):
             self.loaded[name] = where

@@ -13,7 +13,7 @@ from .crd import DEFAULT_LORA_MAX_ADAPTERS, DEFAULT_LORA_MAX_RANK
 from .model import owner_reference
 
 LOADER_PORT = 8002  # the loader's /ready (the kubelet's probe) and /adapters (the operator's look)
-FETCHED = "/adapters/fetched"  # hf:// adapters, downloaded by the loader into an emptyDir the server reads
+FETCHED = "/adapters/fetched"  # hf:// and s3:// adapters, downloaded by the loader, read by the server
 CLAIMS = "/adapters/claims"  # claims of pvc:// adapters other than the Model's own source claim
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where the kubernetes client looks, in the loader only
 LOADER_COMMAND = ["python", "-m", "modelplane_operator.adapterloader"]
@@ -72,6 +72,13 @@ def token_env(ref: dict) -> str:
     return f"MODELPLANE_ADAPTER_TOKEN_{digest}"
 
 
+def s3_env_prefix(ref: dict) -> str:
+    """The prefix of the loader's env vars holding one Secret's keys for s3:// adapters (AWS_ACCESS_KEY_ID, ...):
+    each Secret's keys come in under a prefix of their own (envFrom), so adapters with different Secrets never mix
+    their keys, and adapters sharing one add nothing to the pod."""
+    return f"MODELPLANE_ADAPTER_S3_{hashlib.sha256(ref['name'].encode()).hexdigest()[:12].upper()}_"
+
+
 def loader_name(name: str) -> str:
     """The loader's ServiceAccount, Role and RoleBinding."""
     return f"{name}-adapters"
@@ -104,11 +111,14 @@ def loader_container(model: dict, config: Config, security: dict) -> dict:
            {"name": "MODELPLANE_LOADER_PORT", "value": str(LOADER_PORT)}]
     if spec.get("apiKeySecretRef"):  # the adapter endpoints are behind the server's key; never in the arguments
         env.append(sources.secret_env("VLLM_API_KEY", spec["apiKeySecretRef"], "api-key"))
-    refs = {token_env(a["credentialsSecretRef"]): a["credentialsSecretRef"]
-            for a in spec.get("adapters") or [] if a.get("credentialsSecretRef")}
-    env += [sources.secret_env(name, refs[name], "token") for name in sorted(refs)]
+    credentialed = [a for a in spec.get("adapters") or [] if a.get("credentialsSecretRef")]
+    tokens = {token_env(a["credentialsSecretRef"]): a["credentialsSecretRef"]
+              for a in credentialed if a["source"].startswith("hf://")}
+    env += [sources.secret_env(name, tokens[name], "token") for name in sorted(tokens)]
+    s3 = {s3_env_prefix(a["credentialsSecretRef"]): a["credentialsSecretRef"]["name"]
+          for a in credentialed if a["source"].startswith("s3://")}
     probe = {"httpGet": {"path": "/ready", "port": "loader"}}
-    return {
+    container = {
         "name": "adapter-loader",
         "image": config.adapter_loader_image,
         "command": LOADER_COMMAND,
@@ -121,6 +131,9 @@ def loader_container(model: dict, config: Config, security: dict) -> dict:
         "volumeMounts": volumes(spec)[2],
         "securityContext": {**security, "runAsNonRoot": True, "readOnlyRootFilesystem": True},
     }
+    if s3:
+        container["envFrom"] = [{"prefix": prefix, "secretRef": {"name": s3[prefix]}} for prefix in sorted(s3)]
+    return container
 
 
 def render_loader_rbac(model: dict, labels: dict) -> list[dict]:

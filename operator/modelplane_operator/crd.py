@@ -486,7 +486,7 @@ def autoscaling_schema() -> dict:
 
 # LoRA adapters (spec.adapters): where they may come from, and the capacity a Model's servers get for them unless
 # spec.lora says otherwise (vLLM's own default of one adapter per batch would serialise every adapter's requests).
-ADAPTER_SOURCE_SCHEMES = ("hf", "pvc")
+ADAPTER_SOURCE_SCHEMES = ("hf", "pvc", "s3")
 DEFAULT_LORA_MAX_RANK = 16
 DEFAULT_LORA_MAX_ADAPTERS = 4
 
@@ -511,12 +511,15 @@ def adapter_schema() -> dict:
         "name": string("The name clients send as `model` to use the adapter (a DNS label); it must differ from the "
                        "Model's served name.", minLength=1, maxLength=63, pattern=DNS_LABEL),
         "source": string("Where the adapter's files (adapter_config.json and the weights, in the PEFT layout) come "
-                         "from: hf://<org>/<repo> (downloaded into the pod) or pvc://<claim>[/<path>] (a claim in "
-                         "this namespace, mounted read-only; a claim the pods do not mount yet is a rollout).",
+                         "from: hf://<org>/<repo> or s3://<bucket>/<path> (downloaded into the pod), or "
+                         "pvc://<claim>[/<path>] (a claim in this namespace, mounted read-only; a claim the pods do "
+                         "not mount yet is a rollout).",
                          minLength=1, maxLength=1024, rules=source_rules(ADAPTER_SOURCE_SCHEMES)),
         "credentialsSecretRef": secret_key_ref(
-            "hf:// only: Secret whose key holds a Hugging Face token. A Secret no other adapter of the Model uses "
-            "yet is a rollout (it reaches the pods as an environment variable).", "token"),
+            "Secret with credentials for the source. hf://: its key holds a Hugging Face token. s3://: its keys "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN, AWS_REGION, "
+            "AWS_ENDPOINT_URL) are the credentials and key is ignored. A Secret no other adapter of the Model uses "
+            "yet is a rollout (it reaches the pods as environment variables).", "token"),
     }, required=["name", "source"],
         rules=[("!has(self.credentialsSecretRef) || !self.source.startsWith('pvc://')",
                 "credentialsSecretRef does not apply to pvc:// sources", ".credentialsSecretRef")])

@@ -16,7 +16,7 @@ SQL = {"name": "sql", "source": "pvc://weights/adapters/sql"}
 @pytest.mark.parametrize("spec, words", [
     ({"adapters": [{"name": "m", "source": "pvc://w/a"}]}, "must differ from the Model's served name"),
     ({"servedModelName": "sql", "adapters": [SQL]}, "must differ from the Model's served name"),
-    ({"adapters": [{"name": "x", "source": "s3://bucket/a"}]}, "one of hf://, pvc://"),
+    ({"adapters": [{"name": "x", "source": "gs://bucket/a"}]}, "one of hf://, pvc://, s3://"),
     ({"adapters": [{"name": "x", "source": "pvc://w/a", "credentialsSecretRef": {"name": "s"}}]},
      "credentialsSecretRef does not apply to pvc:// sources"),
     ({"adapters": [{"name": "Not_A_Label", "source": "pvc://w/a"}]}, "spec.adapters[0].name"),

@@ -215,3 +215,81 @@ def test_an_hf_adapter_that_cannot_be_fetched_is_reported(hub, tmp_path, monkeyp
     failed = ld.report()["failed"]["x"]
     assert failed["reason"] == "FetchFailed" and "404" in failed["message"]
     assert vllm.calls == []
+
+
+# AWS's own worked examples of Signature Version 4 (its "signature calculations" examples for S3, with its example
+# credentials): the loader signs S3 requests itself, so it must give the same signatures.
+AWS_EXAMPLE = ("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+
+
+@pytest.mark.parametrize("url, signature", [
+    ("https://examplebucket.s3.amazonaws.com/?lifecycle",
+     "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543"),
+    ("https://examplebucket.s3.amazonaws.com/?max-keys=2&prefix=J",
+     "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"),
+])
+def test_s3_requests_are_signed_as_aws_signs_them(url, signature):
+    import datetime
+    headers = adapterloader.sigv4_headers("GET", url, *AWS_EXAMPLE, "us-east-1",
+                                          datetime.datetime(2013, 5, 24, tzinfo=datetime.timezone.utc))
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}")
+    assert headers["x-amz-date"] == "20130524T000000Z"
+
+
+class StoreHandler(BaseHTTPRequestHandler):
+    """An S3-compatible store's two calls, path-style: ListObjectsV2 and GET of an object."""
+    objects = {"adapters/sql/adapter_config.json": b'{"r": 8}',
+               "adapters/sql/adapter_model.safetensors": b"\x01" * 64}
+    seen: list = []
+
+    def do_GET(self):  # noqa: N802
+        import urllib.parse
+        url = urllib.parse.urlsplit(self.path)
+        type(self).seen.append((url.path, dict(urllib.parse.parse_qsl(url.query)), self.headers.get("Authorization")))
+        if url.path == "/bucket/" and "list-type=2" in url.query:
+            prefix = dict(urllib.parse.parse_qsl(url.query)).get("prefix", "")
+            keys = "".join(f"<Contents><Key>{k}</Key></Contents>" for k in self.objects if k.startswith(prefix))
+            body = ('<?xml version="1.0"?><ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+                    f"{keys}</ListBucketResult>").encode()
+        elif url.path.startswith("/bucket/") and url.path[len("/bucket/"):] in self.objects:
+            body = self.objects[url.path[len("/bucket/"):]]
+        else:
+            self.send_response(404)
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def store():
+    StoreHandler.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StoreHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_an_s3_adapter_is_listed_and_downloaded_with_its_secrets_keys(store, tmp_path):
+    prefix = "MODELPLANE_ADAPTER_S3_ABC_"
+    env = {prefix + "AWS_ACCESS_KEY_ID": "id", prefix + "AWS_SECRET_ACCESS_KEY": "secret",
+           prefix + "AWS_ENDPOINT_URL": store, "AWS_ACCESS_KEY_ID": "another Secret's"}
+    dest = tmp_path / "sql"
+    adapterloader.fetch_s3("bucket/adapters/sql", dest, env, prefix)
+    assert {p.name: p.read_bytes() for p in dest.iterdir() if p.name != ".modelplane-source"} == {
+        "adapter_config.json": b'{"r": 8}', "adapter_model.safetensors": b"\x01" * 64}
+    listing = StoreHandler.seen[0]
+    assert listing[1] == {"list-type": "2", "prefix": "adapters/sql/", "delimiter": "/"}
+    assert all(auth.startswith("AWS4-HMAC-SHA256 Credential=id/") for _, _, auth in StoreHandler.seen)
+    calls = len(StoreHandler.seen)
+    adapterloader.fetch_s3("bucket/adapters/sql", dest, env, prefix)
+    assert len(StoreHandler.seen) == calls  # already there
+    with pytest.raises(FileNotFoundError):
+        adapterloader.fetch_s3("bucket/adapters/none", tmp_path / "none", env, prefix)

@@ -99,6 +99,18 @@ def test_adapters_sharing_a_secret_share_one_env_var_and_the_key_reaches_the_loa
     assert adapters.token_env({"name": "hf"}) != adapters.token_env({"name": "hf", "key": "other"})
 
 
+def test_each_s3_secret_reaches_the_loader_under_a_prefix_of_its_own():
+    m = lora_model({"name": "a", "source": "s3://b/a", "credentialsSecretRef": {"name": "s3-one"}},
+                   {"name": "b", "source": "s3://b/b", "credentialsSecretRef": {"name": "s3-one"}},
+                   {"name": "c", "source": "s3://b/c", "credentialsSecretRef": {"name": "s3-two"}})
+    loader = pod_spec(m)["containers"][1]
+    assert loader["envFrom"] == sorted(
+        [{"prefix": adapters.s3_env_prefix({"name": n}), "secretRef": {"name": n}} for n in ("s3-one", "s3-two")],
+        key=lambda e: e["prefix"])
+    assert adapters.location({"source": "pvc://w/t"}, {"name": "c", "source": "s3://b/c"}) == "/adapters/fetched/c"
+    assert not [e for e in loader["env"] if e["name"].startswith("MODELPLANE_ADAPTER_TOKEN_")]
+
+
 def test_the_loader_may_read_its_own_model_only():
     objs = children(lora_model(A1))
     role = objs[("Role", "m-adapters")]
