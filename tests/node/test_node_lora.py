@@ -114,7 +114,17 @@ def lora(kube, operator, made_adapters):
         kube.apply(manifest)
         kube.wait_for(lambda: ((kube.get("model", MODEL, ns) or {}).get("status") or {}).get("phase") == "Ready",
                       timeout=420, interval=2, what=f"{MODEL} Ready")
-        yield ns, broken
+        try:
+            yield ns, broken
+        finally:
+            # Gone before the next module starts its servers: a vLLM pod left to its graceful stop shares the
+            # node's two cores with them (the routing test's replicas took 3 times as long to become ready).
+            kube.run("patch", "model", MODEL, "-n", ns, "--type=merge", "-p", '{"spec": {"replicas": 0}}', check=False)
+            kube.wait_for(lambda: (kube.get("deployment", MODEL, ns) or {}).get("spec", {}).get("replicas") == 0,
+                          timeout=30, what="the server Deployment at 0 (no pod replaced)")
+            kube.run("delete", "pods", "--all", "-n", ns, "--grace-period=0", "--force", check=False)
+            kube.wait_for(lambda: not get_json(kube, "pods", "-n", ns)["items"], timeout=60,
+                          what="the LoRA namespace's pods gone")
 
 
 def test_adapters_are_served_and_broken_ones_reported(kube, lora):
