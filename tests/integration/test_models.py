@@ -114,9 +114,12 @@ def test_rollout_on_a_full_gpu_cluster(kube, operator, namespace):
 
         kube.run("patch", "model", "roll", "-n", namespace, "--type=merge", "-p",
                  '{"spec":{"engineArgs":{"maxModelLen":2048}}}')
+        # The first WaitingForGPU may be written from a Deployment status the controller has not yet updated for
+        # the rollout (no surge replica counted yet): the hint comes with the next look, once it has.
         m = kube.wait_for(lambda: (m := kube.get("model", "roll", namespace)) and
-                          conditions(m).get("Progressing", {}).get("reason") == "WaitingForGPU" and m,
-                          what="WaitingForGPU")
+                          conditions(m).get("Progressing", {}).get("reason") == "WaitingForGPU" and
+                          "spec.rollout.strategy: Replace" in conditions(m)["Progressing"]["message"] and m,
+                          what="WaitingForGPU with the Replace hint")
         progressing = conditions(m)["Progressing"]
         assert progressing["status"] == "True"
         assert "spec.rollout.strategy: Replace" in progressing["message"], progressing["message"]
