@@ -84,6 +84,16 @@ def error_message(text: str) -> str:
     return str(error.get("message", error) if isinstance(error, dict) else error)[:500]
 
 
+def save(response, path: Path) -> None:
+    """A download into `path`, whole or not at all (written aside, then renamed: a pod restart mid-way leaves no
+    half file under the adapter's name)."""
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as out:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+    part.rename(path)
+
+
 def fetch_hf(repo: str, dest: Path, token: str | None, endpoint: str) -> None:
     """Download a Hugging Face repository's files into `dest` (once per repository: a marker names what is there)."""
     marker = dest / ".modelplane-source"
@@ -100,11 +110,8 @@ def fetch_hf(repo: str, dest: Path, token: str | None, endpoint: str) -> None:
     for name in files:
         if name.startswith(".") or "/" in name:  # the adapter lives at the repository's top
             continue
-        part = dest / (name + ".part")
-        with get(f"{endpoint}/{repo}/resolve/main/{urllib.parse.quote(name)}") as response, open(part, "wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        part.rename(dest / name)
+        with get(f"{endpoint}/{repo}/resolve/main/{urllib.parse.quote(name)}") as response:
+            save(response, dest / name)
     marker.write_text(repo)
 
 
@@ -173,11 +180,8 @@ def fetch_s3(rest: str, dest: Path, env: dict, prefix: str = "", now=None) -> No
         name = key.rsplit("/", 1)[-1]
         if not name or name.startswith("."):
             continue
-        part = dest / (name + ".part")
-        with get(f"{base}/{urllib.parse.quote(key, safe='/-_.~')}") as response, open(part, "wb") as out:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
-        part.rename(dest / name)
+        with get(f"{base}/{urllib.parse.quote(key, safe='/-_.~')}") as response:
+            save(response, dest / name)
     marker.write_text(f"s3://{rest}")
 
 

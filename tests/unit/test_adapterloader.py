@@ -163,7 +163,20 @@ def test_a_restarted_loader_takes_over_what_the_server_already_has():
     assert vllm.calls[-1] == ("load", "a", True) and second.ready()
 
 
-class HubHandler(BaseHTTPRequestHandler):
+class Answering(BaseHTTPRequestHandler):
+    """A quiet handler whose GET answers a body, or 404 for None."""
+
+    def answer(self, body: bytes | None) -> None:
+        self.send_response(404 if body is None else 200)
+        self.send_header("Content-Length", str(len(body or b"")))
+        self.end_headers()
+        self.wfile.write(body or b"")
+
+    def log_message(self, *args):
+        pass
+
+
+class HubHandler(Answering):
     files = {"adapter_config.json": b'{"r": 8}', "adapter_model.safetensors": b"\x00" * 100}
     seen: list = []
 
@@ -174,25 +187,22 @@ class HubHandler(BaseHTTPRequestHandler):
         elif self.path.startswith("/org/sql-lora/resolve/main/"):
             body = self.files[self.path.rsplit("/", 1)[1]]
         else:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+            body = None
+        self.answer(body)
 
-    def log_message(self, *args):
-        pass
+
+def serving(handler):
+    """A local HTTP server with `handler` (its record of requests emptied): its base URL, until the test ends."""
+    handler.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
 
 
 @pytest.fixture
 def hub():
-    HubHandler.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    yield from serving(HubHandler)
 
 
 def test_an_hf_adapter_is_downloaded_once_with_its_token(hub, tmp_path):
@@ -238,7 +248,7 @@ def test_s3_requests_are_signed_as_aws_signs_them(url, signature):
     assert headers["x-amz-date"] == "20130524T000000Z"
 
 
-class StoreHandler(BaseHTTPRequestHandler):
+class StoreHandler(Answering):
     """An S3-compatible store's two calls, path-style: ListObjectsV2 and GET of an object."""
     objects = {"adapters/sql/adapter_config.json": b'{"r": 8}',
                "adapters/sql/adapter_model.safetensors": b"\x01" * 64}
@@ -256,25 +266,13 @@ class StoreHandler(BaseHTTPRequestHandler):
         elif url.path.startswith("/bucket/") and url.path[len("/bucket/"):] in self.objects:
             body = self.objects[url.path[len("/bucket/"):]]
         else:
-            self.send_response(404)
-            self.end_headers()
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+            body = None
+        self.answer(body)
 
 
 @pytest.fixture
 def store():
-    StoreHandler.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StoreHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    yield from serving(StoreHandler)
 
 
 def test_an_s3_adapter_is_listed_and_downloaded_with_its_secrets_keys(store, tmp_path):
