@@ -10,7 +10,7 @@ import posixpath
 from . import source as sources
 from .config import GROUP, SERVER_PORT, Config
 from .crd import DEFAULT_LORA_MAX_ADAPTERS, DEFAULT_LORA_MAX_RANK
-from .model import owner_reference
+from .model import owner_reference, pod_identity
 
 LOADER_PORT = 8002  # the loader's /ready (the kubelet's probe) and /adapters (the operator's look)
 FETCHED = "/adapters/fetched"  # hf:// and s3:// adapters, downloaded by the loader, read by the server
@@ -137,21 +137,12 @@ def loader_container(model: dict, config: Config, security: dict) -> dict:
 
 
 def render_loader_rbac(model: dict, labels: dict) -> list[dict]:
-    """The loader's identity: it may read and watch its own Model, nothing else (no Secret: tokens come as env)."""
+    """The loader's identity: it may read and watch its own Model, nothing else (no Secret: credentials come as env)."""
     meta = model["metadata"]
-    name = loader_name(meta["name"])
-    metadata = {"name": name, "namespace": meta["namespace"], "labels": labels,
+    metadata = {"name": loader_name(meta["name"]), "namespace": meta["namespace"], "labels": labels,
                 "ownerReferences": [owner_reference(model)]}
-    rbac = "rbac.authorization.k8s.io/v1"
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata},
-        {"apiVersion": rbac, "kind": "Role", "metadata": metadata,
-         "rules": [{"apiGroups": [GROUP], "resources": ["models"], "resourceNames": [meta["name"]],
-                    "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": metadata,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": meta["namespace"]}]},
-    ]
+    return pod_identity(metadata, [{"apiGroups": [GROUP], "resources": ["models"], "resourceNames": [meta["name"]],
+                                    "verbs": ["get", "list", "watch"]}])
 
 
 # --- what a loader reports, and what status says ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 from .config import SERVER_PORT, Config
 from .crd import SESSION_HEADER
 from .keys import MODEL_LABEL, ROUTER_LABEL, standard_labels
-from .model import owner_reference, spec_of
+from .model import owner_reference, pod_identity, spec_of
 
 ROUTER_SUFFIX = "-router"
 ROUTER_PORT = 8001  # inside the pod only: the gate (SERVER_PORT) passes the OpenAI API and health checks on to it
@@ -135,17 +135,8 @@ def render_router_deployment(model: dict, config: Config) -> dict:
 def render_router_rbac(model: dict) -> list[dict]:
     """The router's identity: it lists and watches the pods of its namespace (the API server filters them by its
     label selector), nothing else."""
-    name = router_name(model["metadata"]["name"])
-    meta = _metadata(model, name)
-    rbac = "rbac.authorization.k8s.io/v1"
-    return [
-        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
-        {"apiVersion": rbac, "kind": "Role", "metadata": meta,
-         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]},
-        {"apiVersion": rbac, "kind": "RoleBinding", "metadata": meta,
-         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": model["metadata"]["namespace"]}]},
-    ]
+    return pod_identity(_metadata(model, router_name(model["metadata"]["name"])),
+                        [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}])
 
 
 def render_router_children(model: dict, config: Config) -> list[dict]:
