@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from folderscope import until_folder_done
 from localvllm import TEST_API_KEY, make_weights_volume, served_together, tiny_model
 
 
@@ -27,10 +28,10 @@ SECURED = tiny_model("tiny-tools", apiKeySecretRef={"name": "tiny-key"},
 
 @pytest.fixture(scope="session")
 def servers(weights_volume, plain_logs):
-    """Both servers, started together (a start is mostly waiting: together they take little more than one)."""
-    with served_together([(PLAIN, None), (SECURED, {"tiny-key": {"api-key": TEST_API_KEY}})], weights_volume,
-                         plain_logs) as bases:
-        yield bases
+    """Both servers, started together (a start is mostly waiting: together they take little more than one), and
+    stopped once this folder's tests are done."""
+    return until_folder_done(__file__).enter_context(served_together(
+        [(PLAIN, None), (SECURED, {"tiny-key": {"api-key": TEST_API_KEY}})], weights_volume, plain_logs))
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from folderscope import until_folder_done
 from harness import Kube, Operator, temporary_namespace
 from localcluster import Cluster
 
@@ -16,9 +17,9 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
     c = Cluster(tmp_path_factory.mktemp("cluster"))
+    until_folder_done(__file__).callback(c.down)
     c.up()
-    yield c
-    c.down()
+    return c
 
 
 @pytest.fixture(scope="session")
@@ -31,11 +32,14 @@ def kube(cluster) -> Kube:
 @pytest.fixture(scope="session")
 def operator(kube, tmp_path_factory):
     op = Operator(kube, tmp_path_factory.mktemp("operator")).start()
-    yield op
-    op.stop()
-    # A handler that raised is a bug here (no outages in these tests); the webhook's answers to malformed requests
-    # are logged by aiohttp with a traceback and are expected.
-    assert "failed with an exception" not in op.log(), op.log()[-5000:]
+
+    def stop() -> None:
+        op.stop()
+        # A handler that raised is a bug here (no outages in these tests); the webhook's answers to malformed
+        # requests are logged by aiohttp with a traceback and are expected.
+        assert "failed with an exception" not in op.log(), op.log()[-5000:]
+    until_folder_done(__file__).callback(stop)
+    return op
 
 
 @pytest.fixture

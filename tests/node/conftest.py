@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from folderscope import until_folder_done
 from harness import Kube, temporary_namespace
 from localcluster import Cluster
 from localvllm import make_weights_volume
@@ -20,16 +21,11 @@ RELEASE, OPERATOR_NS = "modelplane", "modelplane-system"
 @pytest.fixture(scope="session")
 def node_cluster(tmp_path_factory):
     cluster = Cluster(tmp_path_factory.mktemp("node-cluster"), real_node=True)
-    try:
-        cluster.up(timeout=180)
-    except BaseException:
-        cluster.down()
-        raise
+    until_folder_done(__file__).callback(cluster.down)
+    cluster.up(timeout=180)
     if not cluster.node:
-        cluster.down()
         pytest.skip(f"no real node here: {cluster.no_node_reason}")
-    yield cluster
-    cluster.down()
+    return cluster
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +45,8 @@ def operator(kube):
     """The operator as a user installs it: the chart (its CRDs, RBAC, webhook), the operator's own image."""
     helm(kube, "install", RELEASE, str(REPO / "charts" / "modelplane"), "--namespace", OPERATOR_NS,
          "--create-namespace", "--wait", "--timeout", "5m")
-    yield RELEASE
-    helm(kube, "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait")
+    until_folder_done(__file__).callback(helm, kube, "uninstall", RELEASE, "--namespace", OPERATOR_NS, "--wait")
+    return RELEASE
 
 
 @pytest.fixture(scope="session")
@@ -80,3 +76,39 @@ def pod_logs(kube: Kube, namespace: str, selector: str) -> str:
 
 def get_json(kube: Kube, *args: str) -> dict:
     return json.loads(kube.run("get", *args, "-o", "json").stdout)
+
+
+def what_the_namespace_shows(kube: Kube, namespace: str) -> str:
+    """For a failure message: the Deployments' and Models' status, each pod's phase, node, containers' states and
+    restarts, and the namespace's last Events, so that a CI failure on the real node says why without a rerun."""
+    lines = [f"deployment {d['metadata']['name']} spec.replicas={d['spec'].get('replicas')} status="
+             f"{json.dumps({k: v for k, v in (d.get('status') or {}).items() if k != 'conditions'})}"
+             for d in get_json(kube, "deployments", "-n", namespace).get("items", [])]
+    lines += [f"model {m['metadata']['name']} status={json.dumps(m.get('status'))[:1500]}"
+              for m in get_json(kube, "models", "-n", namespace).get("items", [])]
+    for pod in get_json(kube, "pods", "-n", namespace).get("items", []):
+        status = pod.get("status") or {}
+        containers = [f"{c['name']} ready={c.get('ready')} restarts={c.get('restartCount')} "
+                      f"state={json.dumps(c.get('state'))[:300]}" for c in status.get("containerStatuses") or []]
+        deleting = " deleting" if pod["metadata"].get("deletionTimestamp") else ""
+        lines.append(f"pod {pod['metadata']['name']} {status.get('phase')}{deleting} node={pod['spec'].get('nodeName')} "
+                     f"conditions={[(c['type'], c['status'], c.get('reason')) for c in status.get('conditions') or []]}")
+        lines += [f"  {c}" for c in containers]
+    events = kube.run("get", "events", "-n", namespace, "--sort-by=.lastTimestamp", check=False).stdout.splitlines()
+    return "\n".join(lines + events[-30:])
+
+
+def namespace_state(kube: Kube, namespace: str) -> str:
+    """what_the_namespace_shows, or why it could not be read: never hides the failure it explains."""
+    try:
+        return what_the_namespace_shows(kube, namespace)
+    except Exception as e:  # noqa: BLE001
+        return f"(namespace state unreadable: {e!r})"
+
+
+def wait_in(kube: Kube, namespace: str, fn, timeout: float, what: str, interval: float = 2, context=lambda: ""):
+    """kube.wait_for, whose timeout also tells `context()` and what the namespace shows then."""
+    try:
+        return kube.wait_for(fn, timeout=timeout, interval=interval, what=what)
+    except AssertionError as e:
+        raise AssertionError(f"{e} {context()}\n{namespace_state(kube, namespace)}") from None

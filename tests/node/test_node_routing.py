@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import bind_weights, get_json
+from conftest import bind_weights, get_json, wait_in
 from harness import temporary_namespace
 from localvllm import TEST_API_KEY
 
@@ -68,7 +68,7 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
         def routed():
             status = (kube.get("model", "routed", ns) or {}).get("status") or {}
             return status if (status.get("routing") or {}).get("routedReplicas") == 2 else None
-        status = kube.wait_for(routed, timeout=600, interval=2, what="routed Ready with 2 replicas behind its router")
+        status = wait_in(kube, ns, routed, timeout=600, what="routed Ready with 2 replicas behind its router")
         ready_s = time.monotonic() - start
         assert status["phase"] == "Ready" and status["routing"] == {"policy": "cache_aware", "readyRouters": 1,
                                                                      "routedReplicas": 2}, status
@@ -102,21 +102,25 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
         assert result["add_worker"] == 403, result
 
         # Autoscaling, switched on now (the replicas' count stays 2 until the autoscaler decides): requestsWaiting,
-        # 1 per replica, up after 10 s, down after 20 s. Light load (one short request at a time: nothing waits)
-        # takes it to 1, heavy load (8 long answers at once over 2 slots: 6 wait) back to 2; requests flow through
-        # the router all along, and none may fail.
+        # 1 per replica, up after 10 s, down after 20 s. Light load (one short request at a time for 35 s: nothing
+        # waits) takes it to 1, heavy load (8 long answers at once over 2 slots for 40 s: 6 wait) back to 2; requests
+        # flow through the router all along, and none may fail. The heavy phase is kept short: the new replica starts
+        # on the same 2 cores, and starts faster once the load is over.
         kube.apply(client_pod("load", ns, HERE / "load_client.py",
-                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x45x16,8x60x160"}))
+                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x35x16,8x40x160"}))
         kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
             "minReplicas": 1, "maxReplicas": 2, "target": 1, "scaleUpDelaySeconds": 10,
             "scaleDownDelaySeconds": 20}}}))
         seen: list[tuple[int, int]] = []  # (the Deployment's replicas, the Model's ready replicas), as they changed
+        seen_at: list[float] = []  # seconds after autoscaling was switched on, for each of `seen`
+        switched_on = time.monotonic()
 
         def note_replicas():
             now = (kube.get("deployment", "routed", ns)["spec"]["replicas"],
                    kube.get("model", "routed", ns)["status"].get("readyReplicas", 0))
             if not seen or seen[-1] != now:
                 seen.append(now)
+                seen_at.append(round(time.monotonic() - switched_on, 1))
             return now
 
         def scaled_back_up():
@@ -124,9 +128,11 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
             counts = [replicas for replicas, _ in seen]
             return 1 in counts and (2, 2) in seen[counts.index(1):]
         load = result_of(kube, ns, "load", timeout=420, during=note_replicas)
-        kube.wait_for(scaled_back_up, timeout=300, interval=2, what=f"2 ready replicas again (seen {seen})")
+        wait_in(kube, ns, scaled_back_up, timeout=300, what="2 ready replicas again",
+                context=lambda: f"(seen {seen} at {seen_at} s)")
         status = kube.get("model", "routed", ns)["status"]
-        figures["autoscaling"] = {"replicas_and_ready_seen": seen, "load": load, "status": status["autoscaling"]}
+        figures["autoscaling"] = {"replicas_and_ready_seen": seen, "seen_at_s": seen_at, "load": load,
+                                  "status": status["autoscaling"]}
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "real-node-routing.json").write_text(json.dumps(figures, indent=2))
         print(f"autoscaling: (replicas, ready) {seen}; load {load}; status {status['autoscaling']}")
