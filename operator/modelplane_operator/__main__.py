@@ -53,8 +53,10 @@ def main(argv=None) -> None:
         ap.error(str(e))  # exits 2, naming the setting
 
     from . import handlers  # registers the handlers
+    from .peering import own_identity
 
-    handlers.install(config)
+    identity = own_identity()  # kopf's and the child events' view of which replica acts must name the same one
+    handlers.install(config, (args.peering, identity, args.priority) if args.peering else None)
     kopf.configure(verbose=args.verbose)
     if not args.verbose:
         # kopf says "Handler ... succeeded" for every handler of every event: a line per event, and a tenth of the
@@ -66,6 +68,7 @@ def main(argv=None) -> None:
         standalone=not args.peering,
         peering_name=args.peering or None,
         priority=args.priority,
+        identity=identity,
         liveness_endpoint=args.liveness or None,
     )
 

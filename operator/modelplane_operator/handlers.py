@@ -1,7 +1,8 @@
 """kopf handlers: thin. Read (from the operator's stores), render (pure), apply what differs, report status.
 
-Level-based and watch-driven: a change to a Model or an Agent, to one of their children, or to a Model an Agent
-uses, all run the same reconcile for the owner concerned, which writes only when desired and observed disagree.
+Level-based and watch-driven: a change to a Model or an Agent (kopf's events), to one of their children (the stores'
+events, see childevents.py), or to a Model an Agent uses, all run the same reconcile for the owner concerned, which
+writes only when desired and observed disagree.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import contextvars
 import datetime
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Callable
 
 import kopf
 from kubernetes.client import ApiException
 
-from . import adapters, autoscale, autoscaler, engine, fleet, kube, metrics, sync, webhookcert
+from . import adapters, autoscale, autoscaler, childevents, engine, fleet, kube, metrics, peering, sync, webhookcert
 from . import inject, readiness
 from .retries import Retries
 from .store import PAGE, Index, Store
@@ -28,7 +30,7 @@ from .worklist import Worklist
 from .agent import (NAMESPACE_CONFIGMAP, agent_status, audiences, configmaps_to_rebuild, namespace_configmap,
                     render_agent_children, resolve)
 from .config import GROUP, VERSION, Config
-from .keys import AGENT_LABEL, MANAGED, MODEL_LABEL
+from .keys import MANAGED, MODEL_LABEL
 from .model import spec_of
 from .render import child_keys, render_children, server_replicas
 from .routing import router_name
@@ -37,6 +39,7 @@ from .status import Problem, compute_status, phase_event_due, pod_summary
 
 # Set by install(), from main, before kopf runs: the typed settings and what depends on them.
 CONFIG = Config()
+PEERING: tuple[str, str, int] | None = None  # (peering name, this replica's identity, priority) when replicas peer
 FLEET = fleet.RolloutSlots(CONFIG.upgrade_rollouts_at_once)
 STATUS = StatusWriter()
 AGENT_FANOUT = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="agent-fanout")
@@ -51,6 +54,8 @@ log = logging.getLogger("modelplane")
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_):
+    for kind in (*childevents.MODEL_CHILDREN, *childevents.AGENT_CHILDREN):
+        STORES[kind].listen(child_event)
     for store in STORES.values():
         store.start()
     # kopf's bookkeeping in our own annotations; status belongs to the status computation alone.
@@ -61,7 +66,6 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.posting.level = logging.WARNING
     # A replica that dies without saying goodbye is forgotten after this long, and a standby takes over.
     settings.peering.lifetime = 20
-    watch_only_our_own(settings)
     settings.watching.chunk_size = PAGE  # kopf's first lists in pages too: a whole list parsed at once is a peak
     if CONFIG.metrics_port:
         metrics.serve(CONFIG.metrics_port)
@@ -90,9 +94,9 @@ class AgentsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
         return super().fetch(body=body) if body.get("kind") == "Agent" else None
 
 
-# What the API server sends the operator's watches: its own children and its Models' pods. kopf's `labels=` filters
-# act only after an object arrived, so without these every Pod and ConfigMap of the cluster would be listed, watched
-# and held in memory; with them, unrelated objects cost the operator nothing.
+# What the API server sends the stores' watches: the operator's own children and its Models' pods. Without these,
+# every Pod and ConfigMap of the cluster would be listed, watched and held in memory; with them, unrelated objects
+# cost the operator nothing.
 WATCH_SELECTORS = {("apps", "v1", "deployments"): MANAGED, ("v1", "services"): MANAGED,
                    ("v1", "configmaps"): MANAGED, ("networking.k8s.io", "v1", "networkpolicies"): MANAGED,
                    ("v1", "serviceaccounts"): MANAGED, ("rbac.authorization.k8s.io", "v1", "roles"): MANAGED,
@@ -103,11 +107,6 @@ WATCH_SELECTORS = {("apps", "v1", "deployments"): MANAGED, ("v1", "services"): M
 def label_selector(labels: dict) -> str:
     """`{key: value}` as `key=value`, `{key: None}` as `key` (the label exists)."""
     return ",".join(key if value is None else f"{key}={value}" for key, value in sorted(labels.items()))
-
-
-def watch_only_our_own(settings: kopf.OperatorSettings) -> None:
-    for resource, labels in WATCH_SELECTORS.items():
-        settings.watching.label_selectors[resource] = label_selector(labels)
 
 
 def serve_webhook(settings: kopf.OperatorSettings) -> None:
@@ -212,7 +211,8 @@ def collection(prefix: str, plural: str) -> Callable[[str | None], str]:
 
 
 def make_stores(namespaces: list[str]) -> dict[str, Store]:
-    """Every kind the operator reads, label-selected on the server as kopf's watches are (WATCH_SELECTORS)."""
+    """Every kind the operator reads, label-selected on the server (WATCH_SELECTORS); with peering, the peering
+    object too (whether this replica acts)."""
     own, core, apps = f"/apis/{GROUP}/{VERSION}", "/api/v1", "/apis/apps/v1"
     net, rbac = "/apis/networking.k8s.io/v1", "/apis/rbac.authorization.k8s.io/v1"
 
@@ -233,7 +233,10 @@ def make_stores(namespaces: list[str]) -> dict[str, Store]:
             "Role": make("roles", rbac, "roles", {"name": _by_name}, ("rbac.authorization.k8s.io", "v1", "roles")),
             "RoleBinding": make("rolebindings", rbac, "rolebindings", {"name": _by_name},
                                 ("rbac.authorization.k8s.io", "v1", "rolebindings")),
-            "Pod": make("pods", core, "pods", {"model": pod_entry}, ("v1", "pods"))}
+            "Pod": make("pods", core, "pods", {"model": pod_entry}, ("v1", "pods")),
+            **({"Peering": make("kopfpeerings" if namespaces else "clusterkopfpeerings", "/apis/kopf.dev/v1",
+                                "kopfpeerings" if namespaces else "clusterkopfpeerings", {"name": _by_name})}
+               if PEERING else {})}
 
 
 STORES = make_stores([])
@@ -383,6 +386,7 @@ def model_event(type, body, uid, namespace, name, **_):
     the namespace ConfigMaps of the pods it serves, and the Agents that use it."""
     meta = body["metadata"]
     offer(type, body)
+    let_child_events_flow()
     if type == "DELETED":
         forget_owner("Model", namespace, name, uid)
     elif not meta.get("deletionTimestamp") and _applied.get(uid) != meta.get("generation"):
@@ -509,18 +513,48 @@ def roll_next_in_line(uid: str) -> None:
         AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_model_at, key)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
-@kopf.on.event("v1", "services", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
-@kopf.on.event("v1", "serviceaccounts", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
-@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels={**MANAGED, MODEL_LABEL: kopf.PRESENT})
-@kopf.on.event("v1", "pods", labels={MODEL_LABEL: kopf.PRESENT})
-def model_child_changed(type, body, namespace, labels, **_):
-    offer(type, body)
-    if already_read(("Model", namespace, labels.get(MODEL_LABEL)), type, body):
+def child_event(type_: str, obj: dict) -> None:
+    """A store saw a child or pod change (on its watch thread): mark the owner for a reconcile, unless its last
+    reconcile read this very version (the echo of the operator's own write) or this replica is a standby."""
+    if not CHILD_EVENTS_FLOWING.is_set() or not acting():
         return
-    reconcile_model_at((namespace, labels.get(MODEL_LABEL)))
+    for owner in childevents.owners_of(obj):
+        if owner[0] == "Namespace":
+            NAMESPACE_CONFIGMAPS.mark([owner[1]])
+        elif not already_read(owner, type_, obj):
+            CHILD_EVENTS.mark(owner)
+
+
+def reconcile_owner(owner: childevents.Owner) -> None:
+    kind, namespace, name = owner
+    if kind == "Model":
+        reconcile_model_at((namespace, name))
+    else:
+        reconcile_owner_of_event(index("Agent"), (namespace, name), reconcile_agent, index("Model"))
+
+
+CHILD_EVENTS = childevents.OwnerRunner(reconcile_owner)
+CHILD_EVENTS_FLOWING = threading.Event()
+
+
+def let_child_events_flow() -> None:
+    """From kopf's first Model or Agent event on, children's events reconcile their owners, in a copy of that
+    event's context: kopf sets what posting Events needs (its queue and loop) per object task, not at start-up.
+    What changed before is read by the first reconcile of each Model and Agent, which kopf's listing starts."""
+    if not CHILD_EVENTS_FLOWING.is_set():
+        CHILD_EVENTS.context = contextvars.copy_context()
+        CHILD_EVENTS_FLOWING.set()
+
+
+def acting() -> bool:
+    """Standalone, always; with peering, by kopf's rule read from the peering object(s) (kopf pauses only its own
+    watches, and child events come from the stores)."""
+    if PEERING is None:
+        return True
+    name, me, priority = PEERING
+    at = datetime.datetime.now(datetime.timezone.utc)
+    return all(peering.acting(obj.get("status") or {}, me, priority, at)
+               for obj in index("Peering").values() if obj["metadata"]["name"] == name)
 
 
 def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
@@ -571,6 +605,7 @@ def agent_changed(namespace, name, body, reason, retry, **_):
 @kopf.on.event(GROUP, VERSION, "agents")
 def agent_event(type, body, **_):
     offer(type, body)
+    let_child_events_flow()
 
 
 _served: dict[Key, set[str]] = {}  # Model -> the namespaces it served when last seen (to drop it where it no longer does)
@@ -617,13 +652,6 @@ def rebuild_namespace_configmap(namespace: str) -> None:
 NAMESPACE_CONFIGMAPS = Worklist(rebuild_namespace_configmap, "namespace-configmaps")
 
 
-@kopf.on.event("v1", "configmaps", labels=MANAGED, when=lambda name, **_: name == NAMESPACE_CONFIGMAP)
-def namespace_configmap_changed(type, body, namespace, **_):
-    """Edited or deleted by hand: put back (pods of the namespace mount it)."""
-    offer(type, body)
-    NAMESPACE_CONFIGMAPS.mark([namespace])
-
-
 def model_seen_by_agents(namespace, name) -> None:
     """A Model appeared, changed, moved through its phases or went away: every Agent using it follows."""
     # Agents follow in parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents.
@@ -633,15 +661,6 @@ def model_seen_by_agents(namespace, name) -> None:
              for agent_key in set(index("Agent", "model").get((namespace, name), []))]
     for task in tasks:
         task.result()
-
-
-@kopf.on.event("apps", "v1", "deployments", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
-@kopf.on.event("v1", "configmaps", labels={**MANAGED, AGENT_LABEL: kopf.PRESENT})
-def agent_child_changed(type, body, namespace, labels, **_):
-    offer(type, body)
-    if already_read(("Agent", namespace, labels.get(AGENT_LABEL)), type, body):
-        return
-    reconcile_owner_of_event(index("Agent"), (namespace, labels.get(AGENT_LABEL)), reconcile_agent, index("Model"))
 
 
 # --- injection into any pod (mutating admission webhook) ---------------------------------------------------------
@@ -689,12 +708,13 @@ async def inject_pod(body, patch, warnings, dryrun, **_):
         CONFIGMAP_WRITER.submit(make_namespace_configmap, namespace).add_done_callback(_log_failure)
 
 
-def install(config: Config) -> None:
+def install(config: Config, peering_as: tuple[str, str, int] | None = None) -> None:
     """Called once by main before kopf runs: the settings every handler reads, and the admission handler, registered
     only where a webhook is served (kopf refuses to start with admission handlers and no server, and an operator run
-    without --webhook-port still reconciles Models and Agents)."""
-    global CONFIG, WATCHED, EXCLUDED, UNCONFIGURED, FLEET, STORES
-    CONFIG = config
+    without --webhook-port still reconciles Models and Agents). `peering_as`: (peering name, identity, priority) of
+    this replica when replicas peer."""
+    global CONFIG, WATCHED, EXCLUDED, UNCONFIGURED, FLEET, STORES, PEERING
+    CONFIG, PEERING = config, peering_as
     FLEET = fleet.RolloutSlots(config.upgrade_rollouts_at_once)
     WATCHED = list(config.watch_namespaces)
     STORES = make_stores(WATCHED)

@@ -3,9 +3,10 @@ slimmed, and indexed by the keys reconciles look them up with.
 
 Why not kopf's indexes: until every indexed object has been listed, kopf holds every object's handler and wakes all
 of them each time one more object is indexed, which grows with the square of the objects (33 s to restart with 1000
-Models, see bench/README.md); a standby replica's indexes are frozen, too. kopf still delivers the events that start
-reconciles (its peering pauses them in a standby), and offers each event's object here, so that a reconcile never
-reads an older object than the event that started it.
+Models, see bench/README.md); a standby replica's indexes are frozen, too. kopf delivers the events of Models and
+Agents (and offers each event's object here, so that a reconcile never reads an older object than the event that
+started it); the children's events come from these watches alone, to the store's listeners: kopf watching them too
+would decode and hold every child twice.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from
 TOMBSTONES = 10_000  # deletions remembered
 PAGE = 250  # objects per list request
 IndexFn = Callable[[dict], dict]  # object -> {key: value}, as a kopf index function returns
+# listener(type, obj): after the store took a watched change in; type "ADDED", "MODIFIED" or "DELETED". A deletion
+# seen only as absence from a re-list comes as a stub: kind, namespace, name and labels.
+Listener = Callable[[str, dict], None]
 
 
 def newer(a: str | None, b: str | None) -> bool:
@@ -77,13 +81,26 @@ class Store:
         self.namespaces = list(namespaces)
         self.indexes = {n: Index(fn) for n, fn in indexes.items()}
         self.synced = threading.Event()
-        self._objects: dict[tuple, tuple[str | None, dict[str, dict]]] = {}  # (ns, name) -> (version, index entries)
+        # (ns, name) -> (version, index entries, labels)
+        self._objects: dict[tuple, tuple[str | None, dict[str, dict], dict]] = {}
         # (ns, name) -> the version it was deleted at: an older event that arrives later (kopf's and this store's
         # watches run apart) must not bring it back
         self._deleted: dict[tuple, str | None] = {}
         self._lock = threading.Lock()
         self._listed: set[str] = set()
         self._threads: list[threading.Thread] = []
+        self._listeners: list[Listener] = []
+        self.kind = ""  # from the first listing (a list's kind less "List"), for deletion stubs
+
+    def listen(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def _tell(self, type_: str, obj: dict) -> None:
+        for listener in self._listeners:
+            try:
+                listener(type_, obj)
+            except Exception:  # noqa: BLE001  a listener's bug must not end the watch
+                log.exception("store of %s: a listener failed on %s", self.name, obj["metadata"].get("name"))
 
     def __getitem__(self, index: str) -> Index:
         return self.indexes[index]
@@ -95,7 +112,7 @@ class Store:
         meta = obj["metadata"]
         key, version = (meta.get("namespace"), meta["name"]), meta.get("resourceVersion")
         with self._lock:
-            old_version, old = self._objects.get(key, (None, {}))
+            old_version, old, _ = self._objects.get(key, (None, {}, {}))
             if not listing and key in self._objects and not newer(version, old_version):
                 return False
             if not listing and key in self._deleted and not newer(version, self._deleted[key]):
@@ -104,29 +121,43 @@ class Store:
             new = {n: index.fn(obj) for n, index in self.indexes.items()}
             for n, index in self.indexes.items():
                 index._put(key, old.get(n, {}), new[n])
-            self._objects[key] = (version, new)
+            self._objects[key] = (version, new, meta.get("labels") or {})
             return True
 
-    def remove(self, obj: dict) -> None:
+    def version_of(self, namespace: str | None, name: str) -> str | None:
+        return self._objects.get((namespace, name), (None,))[0]
+
+    def remove(self, obj: dict) -> dict:
+        """Forget `obj`; returns the labels it was kept with (none if it was not kept)."""
         meta = obj["metadata"]
         key = (meta.get("namespace"), meta["name"])
         with self._lock:
-            _, old = self._objects.pop(key, (None, {}))
+            _, old, labels = self._objects.pop(key, (None, {}, {}))
             self._deleted[key] = meta.get("resourceVersion")
             while len(self._deleted) > TOMBSTONES:
                 del self._deleted[next(iter(self._deleted))]  # the oldest deletions: their late events came long ago
             for n, index in self.indexes.items():
                 index._put(key, old.get(n, {}), {})
+        return labels
 
     def replace(self, namespace: str | None, items: list[dict]) -> None:
-        """A fresh listing of `namespace` (None: everything): what it no longer holds is forgotten."""
+        """A fresh listing of `namespace` (None: everything): what it no longer holds is forgotten. The first listing
+        is the start; a later one (a watch that could not resume) tells the listeners what changed meanwhile."""
+        relist = self.collection(namespace) in self._listed
         listed = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in items}
         with self._lock:
             gone = [k for k in self._objects if (namespace is None or k[0] == namespace) and k not in listed]
         for ns, name in gone:
-            self.remove({"metadata": {"namespace": ns, "name": name}})
+            labels = self.remove({"metadata": {"namespace": ns, "name": name}})
+            if relist:
+                self._tell("DELETED", {"kind": self.kind, "metadata": {"namespace": ns, "name": name,
+                                                                       "labels": labels}})
         for obj in items:
+            meta = obj["metadata"]
+            changed = relist and self.version_of(meta.get("namespace"), meta["name"]) != meta.get("resourceVersion")
             self.offer(obj, listing=True)
+            if changed:
+                self._tell("MODIFIED", obj)
         with self._lock:
             self._listed.add(self.collection(namespace))
             if self._listed >= {self.collection(ns) for ns in self._scopes()}:
@@ -166,6 +197,7 @@ class Store:
             # A list's items come without apiVersion and kind (watch events have them): the kept copies are
             # compared with what the operator renders, so they get them back.
             kind = {"apiVersion": page.get("apiVersion"), "kind": page.get("kind", "").removesuffix("List")}
+            self.kind = kind["kind"]
             items += [{**kind, **item} for item in page.get("items") or []]
             token = page["metadata"].get("continue")
             if not token:
@@ -183,5 +215,6 @@ class Store:
                 version = obj["metadata"]["resourceVersion"]
                 if event["type"] == "DELETED":
                     self.remove(obj)
-                elif event["type"] != "BOOKMARK":
-                    self.offer(obj)
+                    self._tell("DELETED", obj)
+                elif event["type"] != "BOOKMARK" and self.offer(obj):
+                    self._tell(event["type"], obj)

@@ -103,11 +103,11 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
 
         # Autoscaling, switched on now (the replicas' count stays 2 until the autoscaler decides): requestsWaiting,
         # 1 per replica, up after 10 s, down after 20 s. Light load (one short request at a time for 35 s: nothing
-        # waits) takes it to 1, heavy load (8 long answers at once over 2 slots for 40 s: 6 wait) back to 2; requests
+        # waits) takes it to 1, heavy load (8 long answers at once over 2 slots for 25 s: 6 wait) back to 2; requests
         # flow through the router all along, and none may fail. The heavy phase is kept short: the new replica starts
         # on the same 2 cores, and starts faster once the load is over.
         kube.apply(client_pod("load", ns, HERE / "load_client.py",
-                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x35x16,8x40x160"}))
+                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x35x16,8x25x160"}))
         kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
             "minReplicas": 1, "maxReplicas": 2, "target": 1, "scaleUpDelaySeconds": 10,
             "scaleDownDelaySeconds": 20}}}))

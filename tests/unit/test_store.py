@@ -57,3 +57,54 @@ def test_a_listing_replaces_what_the_store_held_in_its_scope_and_marks_it_synced
 def test_resource_versions_compare_as_numbers():
     assert newer("10", "9") and not newer("9", "10") and not newer("9", "9")
     assert newer("x", "9")  # never seen: the latest event wins
+
+
+def listening(s):
+    heard = []
+    s.listen(lambda type_, o: heard.append((type_, o["metadata"]["name"], o["metadata"].get("resourceVersion"),
+                                            o.get("kind"))))
+    return heard
+
+
+def test_watch_events_reach_the_listeners_once_kept(monkeypatch):
+    s = store()
+    heard = listening(s)
+    s.replace(None, [obj("p", 5)])  # the first listing is the start: nobody is told
+    events = [{"type": "MODIFIED", "object": obj("p", 4)},  # older than kept (kopf's watch ran ahead): not told
+              {"type": "MODIFIED", "object": obj("p", 6)},
+              {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "7"}}},
+              {"type": "DELETED", "object": obj("p", 8)},
+              {"type": "ERROR", "object": {"code": 410}}]
+    monkeypatch.setattr("modelplane_operator.store.kube.watch", lambda *a, **k: iter(events))
+    s._watch("/api/v1/pods", {}, "5")
+    assert heard == [("MODIFIED", "p", "6", None), ("DELETED", "p", "8", None)]
+
+
+def test_a_relisting_tells_what_changed_meanwhile_and_what_went():
+    s = store()
+    heard = listening(s)
+    s.kind = "Pod"
+    s.replace(None, [obj("same", 1), obj("changed", 1), obj("gone", 1, model="x")])
+    assert heard == []
+    s.replace(None, [obj("same", 1), obj("changed", 2), obj("new", 3)])
+    assert sorted(heard) == [("DELETED", "gone", None, "Pod"), ("MODIFIED", "changed", "2", None),
+                             ("MODIFIED", "new", "3", None)]
+
+
+def test_a_deletion_stub_carries_the_labels_its_owner_is_found_by():
+    s = store()
+    stubs = []
+    s.listen(lambda type_, o: stubs.append(o))
+    s.replace(None, [obj("gone", 1, model="x")])
+    s.replace(None, [])
+    assert stubs[0]["metadata"] == {"namespace": "ns", "name": "gone", "labels": {"model": "x"}}
+
+
+def test_a_failing_listener_does_not_stop_the_others():
+    s = store()
+    heard = listening(s)
+    s.listen(lambda *_: 1 / 0)
+    s.replace(None, [])
+    s._tell("ADDED", obj("p", 1))
+    s._tell("ADDED", obj("q", 1))
+    assert [h[1] for h in heard] == ["p", "q"]
