@@ -54,7 +54,7 @@ log = logging.getLogger("modelplane")
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_):
-    for kind in (*childevents.MODEL_CHILDREN, *childevents.AGENT_CHILDREN):
+    for kind in childevents.CHILD_KINDS:  # once each: owners_of finds both a Model's and an Agent's Deployment
         STORES[kind].listen(child_event)
     for store in STORES.values():
         store.start()

@@ -98,17 +98,13 @@ def what_the_namespace_shows(kube: Kube, namespace: str) -> str:
     return "\n".join(lines + events[-30:])
 
 
-def namespace_state(kube: Kube, namespace: str) -> str:
-    """what_the_namespace_shows, or why it could not be read: never hides the failure it explains."""
-    try:
-        return what_the_namespace_shows(kube, namespace)
-    except Exception as e:  # noqa: BLE001
-        return f"(namespace state unreadable: {e!r})"
-
-
 def wait_in(kube: Kube, namespace: str, fn, timeout: float, what: str, interval: float = 2, context=lambda: ""):
     """kube.wait_for, whose timeout also tells `context()` and what the namespace shows then."""
     try:
         return kube.wait_for(fn, timeout=timeout, interval=interval, what=what)
     except AssertionError as e:
-        raise AssertionError(f"{e} {context()}\n{namespace_state(kube, namespace)}") from None
+        try:
+            state = what_the_namespace_shows(kube, namespace)
+        except Exception as unreadable:  # noqa: BLE001  never hides the failure it explains
+            state = f"(namespace state unreadable: {unreadable!r})"
+        raise AssertionError(f"{e} {context()}\n{state}") from None

@@ -26,7 +26,7 @@ def test_every_store_of_other_kinds_is_selected_on_the_server():
     for kind, store in stores.items():
         if kind not in ("Model", "Agent"):
             assert store.selector in {handlers.label_selector(labels) for labels in handlers.WATCH_SELECTORS.values()}
-    assert set(stores) >= childevents.MODEL_CHILDREN | childevents.AGENT_CHILDREN
+    assert set(stores) >= childevents.CHILD_KINDS
 
 
 def test_label_selector_syntax():
