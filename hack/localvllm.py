@@ -1,8 +1,8 @@
 """A real vLLM server on CPU, started from exactly the container the operator renders for a Model.
 
-Only the model path (the pod's volume mount is a local folder here), the listen address and the port are
-substituted, and env that keeps this host offline is added; Secret-sourced env vars are resolved from the secrets
-given, as the kubelet would. Used by the end-to-end tests and by `make demo`.
+Only the model path and the server gate's folder (the pod's volume mounts are local folders here), the listen
+address and the port are substituted, and env that keeps this host offline is added; Secret-sourced env vars are
+resolved from the secrets given, as the kubelet would. Used by the end-to-end tests and by `make demo`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from localcluster import free_port
 from modelplane_operator.config import Config
-from modelplane_operator.render import render_deployment
+from modelplane_operator.render import GATE_MOUNT, GATE_SOURCE, render_deployment
+from modelplane_operator.servergate import MODULE as GATE_MODULE
 from modelplane_operator.source import PVC_MOUNT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,6 +72,11 @@ def local_command(container: dict, volume: Path, port: int, secrets: dict) -> tu
             ref = var["valueFrom"]["secretKeyRef"]
             env[var["name"]] = secrets[ref["name"]][ref["key"]]
     env["HF_HOME"] = str(CACHE / "hf-home")  # the pod's cache volume
+    if GATE_MOUNT in env.get("PYTHONPATH", "").split(":"):  # the gate's ConfigMap volume
+        gate = CACHE / "server-gate"
+        gate.mkdir(parents=True, exist_ok=True)
+        (gate / f"{GATE_MODULE}.py").write_text(GATE_SOURCE)
+        env["PYTHONPATH"] = env["PYTHONPATH"].replace(GATE_MOUNT, str(gate), 1)
     # About this host, not the server: it must never reach the network (no downloads, no usage reports). The
     # memory and thread settings are the operator's (cpuprofile.py), exactly as rendered.
     env.update({"HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"})

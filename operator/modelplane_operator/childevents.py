@@ -13,9 +13,10 @@ from .agent import NAMESPACE_CONFIGMAP
 from .keys import AGENT_LABEL, MODEL_LABEL
 
 log = logging.getLogger("modelplane")
-MODEL_CHILDREN = {"Deployment", "Service", "NetworkPolicy", "ServiceAccount", "Role", "RoleBinding", "Pod"}
+MODEL_CHILDREN = {"Deployment", "Service", "NetworkPolicy", "ServiceAccount", "Role", "RoleBinding", "Pod",
+                  "ConfigMap"}
 AGENT_CHILDREN = {"Deployment", "ConfigMap"}
-CHILD_KINDS = MODEL_CHILDREN | AGENT_CHILDREN  # the stores whose events go to owners_of (Deployments are both's)
+CHILD_KINDS = MODEL_CHILDREN | AGENT_CHILDREN  # the stores whose events go to owners_of (some kinds are both's)
 Owner = tuple[str, str, str]  # ("Model" | "Agent" | "Namespace", namespace, name)
 
 

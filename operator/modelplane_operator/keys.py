@@ -18,6 +18,8 @@ ERROR_ANNOTATION = f"{GROUP}/injection-error"
 # On a Model's Deployment: the Model generation it was rendered from, and a hash of what was rendered.
 GENERATION_ANNOTATION = f"{GROUP}/model-generation"
 TEMPLATE_HASH_ANNOTATION = f"{GROUP}/rendered-hash"
+# On a gated Model's server pods: a hash of the gate vLLM runs (servergate.py), so a new gate rolls them.
+GATE_ANNOTATION = f"{GROUP}/server-gate"
 
 PART_OF = {"app.kubernetes.io/part-of": "modelplane"}
 MANAGED = {"app.kubernetes.io/managed-by": FIELD_MANAGER}

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+from pathlib import Path
 
-from . import adapters, autoscale, cpuprofile, engine, keda, quantity, routing, source as sources
+from . import adapters, autoscale, cpuprofile, engine, keda, quantity, routing, servergate, source as sources
 from .config import SERVER_PORT, Config
 from .crd import MAX_WAIT_SECONDS
-from .keys import AGENT_LABEL, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
+from .keys import AGENT_LABEL, GATE_ANNOTATION, GENERATION_ANNOTATION, INJECT_LABEL, MODEL_LABEL, standard_labels
 from .model import owner_reference, served_model_name, spec_of
 
 CACHE_MOUNT = "/cache"
+GATE_MOUNT = "/etc/modelplane/gate"  # servergate.py, as the module servergate.MODULE, on the server's PYTHONPATH
+GATE_SOURCE = Path(servergate.__file__).read_text()
 SERVER_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 # What every container the operator renders may not do (an Agent's also runs as non-root).
 RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
@@ -208,6 +212,35 @@ def server_replicas(model: dict) -> int:
     return min(max(count, scaling["minReplicas"]), scaling["maxReplicas"])
 
 
+def gated(spec: dict) -> bool:
+    """Whether the server runs modelplane's gate (servergate.py): where vLLM leaves routes open that the Model
+    means closed, a keyed Model's /invocations and a LoRA Model's adapter routes."""
+    return bool(spec.get("apiKeySecretRef") or adapters.lora_of(spec))
+
+
+def gate_name(name: str) -> str:
+    return f"{name}-vllm-gate"
+
+
+def render_gate_configmap(model: dict) -> dict:
+    metadata = _metadata(model)
+    metadata["name"] = gate_name(model["metadata"]["name"])
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata,
+            "data": {f"{servergate.MODULE}.py": GATE_SOURCE}}
+
+
+def with_gate_on_path(env: list[dict]) -> list[dict]:
+    """The server's env with the gate's folder first on PYTHONPATH, before any the Model sets (a PYTHONPATH from a
+    Secret or ConfigMap cannot be joined: it then wins, and vLLM says it cannot import the gate)."""
+    own = next((e for e in env if e["name"] == "PYTHONPATH"), None)
+    if own is None:
+        return [*env, {"name": "PYTHONPATH", "value": GATE_MOUNT}]
+    if "valueFrom" in own:
+        return env
+    joined = {"name": "PYTHONPATH", "value": f"{GATE_MOUNT}:{own['value']}" if own.get("value") else GATE_MOUNT}
+    return [joined if e is own else e for e in env]
+
+
 def render_deployment(model: dict, config: Config) -> dict:
     spec = spec_of(model)
     name = model["metadata"]["name"]
@@ -227,6 +260,8 @@ def render_deployment(model: dict, config: Config) -> dict:
         env.append(sources.secret_env("VLLM_API_KEY", spec["apiKeySecretRef"], "api-key"))
     env += cpu_env
     env = merge_env(env + list(spec.get("env") or []))  # the user's env wins
+    if gated(spec):
+        env = with_gate_on_path(env)
     shm = str(spec.get("shmSize") or (config.shm_size if spec["gpus"] else "1Gi"))
     container = {
         "name": "vllm",
@@ -262,6 +297,13 @@ def render_deployment(model: dict, config: Config) -> dict:
         pod_spec["volumes"] += volumes
         pod_spec["containers"].append(adapters.loader_container(model, config, RESTRICTED))
         pod_spec["serviceAccountName"] = adapters.loader_name(name)
+    pod_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT),
+                       "prometheus.io/path": "/metrics"}
+    if gated(spec):  # vLLM imports the gate from the ConfigMap render_gate_configmap writes
+        container["args"] += ["--middleware", f"{servergate.MODULE}.Gate"]
+        container["volumeMounts"].append({"name": "gate", "mountPath": GATE_MOUNT, "readOnly": True})
+        pod_spec["volumes"].append({"name": "gate", "configMap": {"name": gate_name(name)}})
+        pod_annotations[GATE_ANNOTATION] = hashlib.sha256(GATE_SOURCE.encode()).hexdigest()[:16]
     metadata = _metadata(model)
     metadata["annotations"] = {GENERATION_ANNOTATION: str(model["metadata"].get("generation", 1))}
     return {
@@ -273,9 +315,7 @@ def render_deployment(model: dict, config: Config) -> dict:
             "progressDeadlineSeconds": startup_timeout(spec) + 300,
             "revisionHistoryLimit": 3,
             "template": {
-                "metadata": {"labels": labels(name), "annotations": {
-                    "prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT),
-                    "prometheus.io/path": "/metrics"}},
+                "metadata": {"labels": labels(name), "annotations": pod_annotations},
                 "spec": pod_spec,
             },
         },
@@ -348,6 +388,8 @@ def render_network_policy(model: dict, config: Config, for_router: bool = False)
 def render_children(model: dict, config: Config) -> list[dict]:
     """The server Deployment first (the fleet's upgrade pacing reads it there), then the rest."""
     children = [render_deployment(model, config), render_service(model, config)]
+    if gated(spec_of(model)):
+        children.append(render_gate_configmap(model))
     routed = bool(routing.routing_of(model))
     if routed:
         children += [render_direct_service(model), *routing.render_router_children(model, config)]
@@ -369,4 +411,5 @@ def child_keys(name: str) -> list[tuple[str, str]]:
     router, loader = routing.router_name(name), adapters.loader_name(name)
     return [("Deployment", name), ("Service", name), ("NetworkPolicy", name), ("Service", routing.direct_name(name)),
             ("Deployment", router), ("ServiceAccount", router), ("Role", router), ("RoleBinding", router),
-            ("NetworkPolicy", router), ("ServiceAccount", loader), ("Role", loader), ("RoleBinding", loader)]
+            ("NetworkPolicy", router), ("ServiceAccount", loader), ("Role", loader), ("RoleBinding", loader),
+            ("ConfigMap", gate_name(name))]

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from modelplane_operator.agent import render_agent_children, resolve
 from modelplane_operator.config import FIELD_MANAGER, Config
-from modelplane_operator.render import render_children
+from modelplane_operator.render import gated, render_children
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +108,7 @@ def model_specs(a: bool):
                                       unique=True),
         "startupTimeoutSeconds": field(st.integers(60, 86_400), st.sampled_from([0, 59, 2**31 - 1]), a),
         "resources": resources,
-        "env": env_vars(["EXTRA", "HF_HOME", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE"],
+        "env": env_vars(["EXTRA", "HF_HOME", "VLLM_API_KEY", "VLLM_CPU_KVCACHE_SPACE", "PYTHONPATH"],
                         {"secretKeyRef": {"name": "s", "key": "k"}}, a),
         "shmSize": field(st.sampled_from(["64Mi", "1Gi", 1073741824]), st.just("-1Gi"), a),
         "cache": st.fixed_dictionaries({}, optional={"claimName": st.sampled_from(["", "weights-cache"])}),
@@ -167,7 +167,8 @@ def test_generated_models(kube, namespace, model):
     try:
         stored = kube.get("model", name, namespace)  # with the schema's defaults, and the uid the children's owner
         children = render_children(stored, CONFIG)  # whatever the API server accepts, the operator can render
-        assert [c["kind"] for c in children] == ["Deployment", "Service", "NetworkPolicy"]
+        gate = ["ConfigMap"] if gated(stored["spec"]) else []  # the server gate of a keyed Model
+        assert [c["kind"] for c in children] == ["Deployment", "Service", *gate, "NetworkPolicy"]
         applied = dry_run_apply(kube, children)
         assert applied.returncode == 0, (f"the API server refuses a child of an accepted Model\nModel {name} spec: "
                                          f"{json.dumps(spec)}\n{applied.stderr}")

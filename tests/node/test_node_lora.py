@@ -1,7 +1,8 @@
 """LoRA adapters on the real node: a keyed Model with adapters made here (hack/tinylora.py), served by a real vLLM pod
 as the operator renders it, with the loader sidecar from the operator's image. Adapters are listed by the server,
 served to an AutoGen agent that names one, added live without a restart, back on a replacement pod before it takes
-requests, unloaded when removed; broken ones are reported and leave the others serving.
+requests, unloaded when removed; broken ones are reported and leave the others serving; clients holding the key
+cannot load adapters nor reach the routes vLLM leaves unguarded (the server gate).
 
 The CPU build of vLLM gives a base-model request batched with adapter requests an adapter's output (NOTES.md), so
 nothing here sends base and adapter requests at the same time."""
@@ -84,17 +85,43 @@ print("MODELS " + json.dumps({m.id: getattr(m, "parent", None) for m in openai.O
 
 def listed_models(kube, ns: str, name: str) -> dict:
     """What the Model's endpoint lists under /v1/models, asked from an injected pod with the injected key."""
+    return run_in_pod(kube, ns, name, LIST_MODELS, "MODELS")
+
+
+KNOCK = """
+import json, os, urllib.error, urllib.request
+base = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+key = {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"}
+asks = [("GET", "/v1/models", None), ("POST", "/v1/load_lora_adapter", {"lora_name": "x", "lora_path": "/tmp"}),
+        ("POST", "/v1/unload_lora_adapter", {"lora_name": "a1"}), ("POST", "/adapters", {"name": "x", "src": "/tmp"}),
+        ("DELETE", "/adapters/a1", None), ("POST", "/invocations", {"prompt": "hi", "max_tokens": 1}),
+        ("POST", "/scale_elastic_ep", {"new_data_parallel_size": 2})]
+got = {}
+for method, path, body in asks:
+    data = json.dumps(body).encode() if body is not None else None
+    try:
+        with urllib.request.urlopen(urllib.request.Request(base + path, data, key, method=method), timeout=30) as r:
+            got[f"{method} {path}"] = [r.status, r.read().decode()[:200]]
+    except urllib.error.HTTPError as e:
+        got[f"{method} {path}"] = [e.code, e.read().decode()[:200]]
+print("KNOCKED " + json.dumps(got))
+"""
+
+
+def run_in_pod(kube, ns: str, name: str, code: str, marker: str) -> dict:
+    """Run `code` in an injected pod of the agents image (the Model's endpoint and key in its env); the JSON it
+    prints after `marker`."""
     kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {
         "name": name, "namespace": ns, "labels": {"modelplane.dev/inject": "true"},
         "annotations": {"modelplane.dev/models": MODEL}},
         "spec": {"restartPolicy": "Never", "containers": [
-            {"name": "client", "image": "modelplane-agent:0.1.0", "command": ["python", "-c", LIST_MODELS]}]}})
+            {"name": "client", "image": "modelplane-agent:0.1.0", "command": ["python", "-c", code]}]}})
     kube.wait_for(lambda: (kube.get("pod", name, ns) or {}).get("status", {}).get("phase")
                   in ("Succeeded", "Failed"), timeout=120, what=f"the {name} pod")
     out = kube.run("logs", name, "-n", ns).stdout
-    line = next((ln for ln in out.splitlines() if ln.startswith("MODELS ")), None)
+    line = next((ln for ln in out.splitlines() if ln.startswith(marker + " ")), None)
     assert line, out
-    return json.loads(line[len("MODELS "):])
+    return json.loads(line[len(marker) + 1:])
 
 
 def lora_info(kube, ns: str) -> str:
@@ -206,3 +233,19 @@ def test_a_removed_adapter_is_unloaded(kube, lora):
     kube.wait_for(lambda: loader_report(kube, ns, pod)["loaded"] == ["a1", "a3"], timeout=30,
                   what="a2 unloaded")
     assert listed_models(kube, ns, "list-2") == {MODEL: None, "a1": MODEL, "a3": MODEL}
+
+
+def test_clients_cannot_load_adapters_or_reach_the_routes_vllm_leaves_unguarded(kube, lora):
+    """The server gate (servergate.py): a client holding the Model's key still cannot load or unload adapters, nor
+    use the routes vLLM serves without checking its key (SageMaker's /invocations and /adapters, /scale_elastic_ep);
+    the gate answers them (its own message), not vLLM. The loader, over the pod's loopback, still loads (the tests
+    above)."""
+    ns, _ = lora
+    before = loader_report(kube, ns, server_pod(kube, ns)["metadata"]["name"])["loaded"]
+    got = run_in_pod(kube, ns, "knock", KNOCK, "KNOCKED")
+    assert got.pop("GET /v1/models")[0] == 200
+    for ask, (status, body) in got.items():
+        assert status == 403 and "closed by modelplane" in body, (ask, status, body)
+    pod = server_pod(kube, ns)
+    assert loader_report(kube, ns, pod["metadata"]["name"])["loaded"] == before
+    assert all(s["restartCount"] == 0 for s in pod["status"]["containerStatuses"]), pod["status"]

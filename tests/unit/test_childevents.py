@@ -28,8 +28,8 @@ def child(kind, name="x", **labels):
     (child("Deployment", **{AGENT_LABEL: "a"}), [("Agent", "ns", "a")]),
     (child("ConfigMap", **{AGENT_LABEL: "a"}), [("Agent", "ns", "a")]),
     (child("ConfigMap", NAMESPACE_CONFIGMAP), [("Namespace", "ns", "ns")]),
-    # a ConfigMap is no Model's child, a Service no Agent's; unlabelled objects are nobody's
-    (child("ConfigMap", **{MODEL_LABEL: "m"}), []),
+    (child("ConfigMap", "m-vllm-gate", **{MODEL_LABEL: "m"}), [("Model", "ns", "m")]),  # a gated Model's
+    # a Service is no Agent's child; unlabelled objects are nobody's
     (child("Service", **{AGENT_LABEL: "a"}), []),
     (child("Deployment"), []),
     # a deletion stub (from a re-listing) has no kind's fields but its labels

@@ -334,7 +334,7 @@ def test_user_env_wins_one_entry_per_name():
                                    "env": user}), CFG)
     names = [e["name"] for e in container(dep)["env"]]
     assert len(names) == len(set(names))
-    assert names == ["HF_HOME", "HF_TOKEN", "VLLM_API_KEY", "EXTRA"]
+    assert names == ["HF_HOME", "HF_TOKEN", "VLLM_API_KEY", "EXTRA", "PYTHONPATH"]  # a keyed Model is gated
     e = env(dep)
     assert e["HF_HOME"] == {"name": "HF_HOME", "value": "/data/hf"}
     assert e["VLLM_API_KEY"] == {"name": "VLLM_API_KEY", "value": "plain"}
