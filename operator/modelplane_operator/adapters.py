@@ -104,7 +104,8 @@ def volumes(spec: dict) -> tuple[list[dict], list[dict], list[dict]]:
     return pod, server, loader
 
 
-def loader_container(model: dict, config: Config, security: dict) -> dict:
+def loader_container(model: dict, config: Config, security: dict, mounts: list[dict]) -> dict:
+    """The loader sidecar, with `mounts` (the loader's, from volumes())."""
     spec = model.get("spec") or {}
     env = [{"name": "MODELPLANE_MODEL", "value": model["metadata"]["name"]},
            {"name": "MODELPLANE_SERVER", "value": f"http://127.0.0.1:{SERVER_PORT}"},
@@ -128,7 +129,7 @@ def loader_container(model: dict, config: Config, security: dict) -> dict:
         # Ready once the adapters it found at start are loaded, and only while every adapter it loaded is still in
         # the server (a restarted vLLM has none): with the server's own probe, the pod takes requests with them.
         "readinessProbe": {**probe, "periodSeconds": 2, "timeoutSeconds": 5, "failureThreshold": 1},
-        "volumeMounts": volumes(spec)[2],
+        "volumeMounts": mounts,
         "securityContext": {**security, "runAsNonRoot": True, "readOnlyRootFilesystem": True},
     }
     if s3:

@@ -5,21 +5,16 @@ status.autoscaling.desiredReplicas, from which the Deployment is rendered (rende
 
 from __future__ import annotations
 
-import concurrent.futures
-import logging
 import time
-import urllib.request
 
 from . import autoscale, kube
 from .config import SERVER_PORT
 from .keys import ROUTER_LABEL
 from .model import spec_of
+from .podget import get_all, get_text, serving
 from .routing import METRICS_PORT as ROUTER_METRICS_PORT
 
 INTERVAL = 10.0  # seconds between two looks at a Model's replicas
-SCRAPE_TIMEOUT = 8.0  # a busy server answers /metrics late; shorter than INTERVAL
-SCRAPERS = 8  # a Model's replicas scraped at once
-log = logging.getLogger("modelplane")
 
 _history: dict[str, list[autoscale.Sample]] = {}  # Model uid -> its samples, oldest first
 _silent_since: dict[str, float] = {}  # Model uid -> when its looks began to go unanswered (until one is answered)
@@ -30,22 +25,6 @@ def forget(uid: str) -> None:
     _silent_since.pop(uid, None)
 
 
-def metrics_text(url: str) -> str | None:
-    try:
-        with urllib.request.urlopen(url, timeout=SCRAPE_TIMEOUT) as response:
-            return response.read().decode(errors="replace")
-    except (OSError, ValueError) as e:  # a pod going away, or not serving yet: it is left out of this look
-        log.debug("autoscaler: %s: %s", url, e)
-        return None
-
-
-def fetch_all(urls: list[str]) -> list[str | None]:
-    """GET each URL, side by side (pods that a NetworkPolicy keeps silent each cost the whole timeout, not one
-    after the other); None for each that did not answer."""
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(urls), SCRAPERS))) as pool:
-        return list(pool.map(metrics_text, urls))
-
-
 def router_requests(namespace: str, name: str) -> float:
     """Requests the Model's routers have received (their counters summed); 0 when none answers."""
     pods = kube.request("GET", f"/api/v1/namespaces/{namespace}/pods",
@@ -53,15 +32,10 @@ def router_requests(namespace: str, name: str) -> float:
     total = 0.0
     for pod in pods:
         ip = (pod.get("status") or {}).get("podIP")
-        text = metrics_text(f"http://{ip}:{ROUTER_METRICS_PORT}/metrics") if ip else None
+        text = get_text(f"http://{ip}:{ROUTER_METRICS_PORT}/metrics") if ip else None
         if text:
             total += sum(autoscale.sum_metric(text, name) for name in autoscale.ROUTER_REQUESTS)
     return total
-
-
-def serving(pods: list[dict]) -> list[dict]:
-    """The ready server pods not on their way out: the ones whose load counts."""
-    return [p for p in pods if p["ready"] and not p["deleting"]]
 
 
 def sample(model: dict, pods: list[dict], now: float) -> tuple[autoscale.Sample | None, int]:
@@ -69,7 +43,7 @@ def sample(model: dict, pods: list[dict], now: float) -> tuple[autoscale.Sample 
     answer; no sample when one did not (a busy server's silence is not zero load: the look is left out)."""
     scaling = spec_of(model)["autoscaling"]
     gauge = autoscale.METRICS[scaling["metric"]][0]
-    texts = fetch_all([f"http://{pod['ip']}:{SERVER_PORT}/metrics" for pod in serving(pods) if pod.get("ip")])
+    texts = get_all([f"http://{pod['ip']}:{SERVER_PORT}/metrics" for pod in serving(pods) if pod.get("ip")])
     silent = texts.count(None)
     if silent:
         return None, silent

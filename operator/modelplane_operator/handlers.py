@@ -21,7 +21,7 @@ import kopf
 from kubernetes.client import ApiException
 
 from . import adapters, autoscale, autoscaler, childevents, engine, fleet, kube, metrics, peering, sync, webhookcert
-from . import inject, readiness
+from . import inject, podget, readiness
 from .retries import Retries
 from .store import PAGE, Index, Store
 from .statuswriter import StatusWriter
@@ -454,8 +454,8 @@ def look_at_adapters(namespace, name, **_):
     model = lookup_model((namespace, name))
     if model is None or model["metadata"].get("deletionTimestamp"):
         return
-    pods = autoscaler.serving(list(index("Pod", "model").get((namespace, name), [])))
-    reports = [json_or_none(text) for text in autoscaler.fetch_all(
+    pods = podget.serving(list(index("Pod", "model").get((namespace, name), [])))
+    reports = [json_or_none(text) for text in podget.get_all(
         [f"http://{pod['ip']}:{adapters.LOADER_PORT}/adapters" for pod in pods if pod.get("ip")])]
     was = (model.get("status") or {}).get("adapters") or []
     new = adapters.adapter_status(spec_of(model), reports)

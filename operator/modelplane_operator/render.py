@@ -292,10 +292,10 @@ def render_deployment(model: dict, config: Config) -> dict:
         **pod_placement(spec, config),
     }
     if lora:  # the loader sidecar keeps the adapters loaded in this replica (adapters.py, adapterloader.py)
-        volumes, server_mounts, _ = adapters.volumes(spec)
+        volumes, server_mounts, loader_mounts = adapters.volumes(spec)
         container["volumeMounts"] += server_mounts
         pod_spec["volumes"] += volumes
-        pod_spec["containers"].append(adapters.loader_container(model, config, RESTRICTED))
+        pod_spec["containers"].append(adapters.loader_container(model, config, RESTRICTED, loader_mounts))
         pod_spec["serviceAccountName"] = adapters.loader_name(name)
     pod_annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(SERVER_PORT),
                        "prometheus.io/path": "/metrics"}

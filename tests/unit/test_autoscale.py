@@ -182,9 +182,9 @@ def test_no_replica_is_removed_while_one_being_added_is_not_ready(loads, current
 
 
 def test_a_look_a_busy_replica_did_not_answer_is_left_out(monkeypatch):
-    from modelplane_operator import autoscaler
+    from modelplane_operator import autoscaler, podget
 
-    monkeypatch.setattr(autoscaler, "metrics_text", lambda url: None if "10.0.0.2" in url else
+    monkeypatch.setattr(podget, "get_text", lambda url: None if "10.0.0.2" in url else
                         'vllm:num_requests_waiting{m="x"} 3\nvllm:request_success_total{m="x"} 7\n')
     model = {"metadata": {"name": "m", "namespace": "ns", "uid": "u-look"},
              "spec": {"source": "hf://a/b", "autoscaling": {"maxReplicas": 4}}}
