@@ -40,6 +40,7 @@ def pod_summary(pod: dict) -> dict:
         "name": pod["metadata"]["name"],
         "ip": status.get("podIP", ""),  # where the autoscaler reads its /metrics
         "version": pod["metadata"].get("resourceVersion", ""),
+        "template": (pod["metadata"].get("labels") or {}).get("pod-template-hash", ""),  # its ReplicaSet's
         "deleting": bool(pod["metadata"].get("deletionTimestamp")),
         "scheduled": scheduled.get("status", "Unknown"),
         "scheduleReason": scheduled.get("reason", ""),
@@ -90,8 +91,9 @@ def compute_status(model: dict, deployment: dict | None, pods: list[dict], confi
     failing = [(p["name"], r, m) for p in live for r, m in p["waiting"] if r in FAILING_REASONS]
     deadline = next((c for c in dstatus.get("conditions") or []
                      if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"), None)
-    # Pods of an earlier template still count: a rollout is under way, and with Surge they are what serves.
-    rolling = replicas > updated
+    # Pods of an earlier template still count: a rollout is under way, and with Surge they are what serves. The
+    # pods tell it first (a new ReplicaSet's pod beside an old one's); the Deployment's counts follow later.
+    rolling = replicas > updated or len({p["template"] for p in live if p["template"]}) > 1
     surge = (spec.get("rollout") or {}).get("strategy", "Surge") == "Surge"
     waiting_gpu = waiting_for_gpu(spec, unschedulable, config)
     waiting_volume = waiting_for_volume(spec, live)

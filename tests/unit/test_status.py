@@ -21,13 +21,13 @@ def deployment(ready=0, replicas=1, updated=1, conditions=()):
                        "updatedReplicas": updated, "conditions": list(conditions)}}
 
 
-def pod(scheduled="True", reason="", message="", ready=False, waiting=None):
+def pod(scheduled="True", reason="", message="", ready=False, waiting=None, template=""):
     status = {"conditions": [{"type": "PodScheduled", "status": scheduled, "reason": reason, "message": message},
                              {"type": "Ready", "status": "True" if ready else "False"}]}
     if waiting:
         status["containerStatuses"] = [{"state": {"waiting": {"reason": waiting, "message": "back-off"}},
                                         "restartCount": 4}]
-    return pod_summary({"metadata": {"name": "m-abc"}, "status": status})
+    return pod_summary({"metadata": {"name": "m-abc", "labels": {"pod-template-hash": template}}, "status": status})
 
 
 def conds(status):
@@ -200,6 +200,11 @@ WAITING = [
     ("past the progress deadline it still says why",
      rollout_model(), deployment(ready=1, replicas=2, updated=1, conditions=[DEADLINE]), [SERVING, NO_GPU],
      ("Ready", "Serving", "False", "WaitingForGPU", ["spec.rollout.strategy: Replace", "progress deadline"])),
+    ("the pods tell a rollout before the Deployment's counts do (a new template's pod beside an old one's)",
+     rollout_model(), deployment(ready=1, replicas=1, updated=1),
+     [pod(ready=True, template="old"), pod("False", "Unschedulable", GPU_FULL, template="new")],
+     ("Ready", "Serving", "True", "WaitingForGPU", ["while 1 old replica(s) keep serving",
+                                                    "spec.rollout.strategy: Replace"])),
     ("Replace rollout that still cannot get a GPU suggests nothing it already does",
      rollout_model(replicas=2, strategy="Replace"), deployment(ready=1, replicas=2, updated=1), [SERVING, NO_GPU],
      ("Ready", "Serving", "True", "WaitingForGPU", ["1 replica(s) wait for 1 free nvidia.com/gpu each"])),
