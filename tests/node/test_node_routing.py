@@ -128,6 +128,11 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
             counts = [replicas for replicas, _ in seen]
             return 1 in counts and (2, 2) in seen[counts.index(1):]
         load = result_of(kube, ns, "load", timeout=420, during=note_replicas)
+        # The load is over: from here on it would scale down again 20 s after the new replica is ready, maybe
+        # between two looks of this test (seen once: (2, 1) then (1, 1), the (2, 2) between them lasting under 2 s).
+        # A long scale-down delay keeps the second replica until it has been seen ready.
+        kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
+            "scaleDownDelaySeconds": 600}}}))
         wait_in(kube, ns, scaled_back_up, timeout=300, what="2 ready replicas again",
                 context=lambda: f"(seen {seen} at {seen_at} s)")
         status = kube.get("model", "routed", ns)["status"]
