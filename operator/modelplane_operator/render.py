@@ -15,6 +15,7 @@ from .model import owner_reference, served_model_name, spec_of
 CACHE_MOUNT = "/cache"
 GATE_MOUNT = "/etc/modelplane/gate"  # servergate.py, as the module servergate.MODULE, on the server's PYTHONPATH
 GATE_SOURCE = Path(servergate.__file__).read_text()
+GATE_HASH = hashlib.sha256(GATE_SOURCE.encode()).hexdigest()[:16]  # in the pod template: a new gate rolls the pods
 SERVER_COMMAND = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
 # What every container the operator renders may not do (an Agent's also runs as non-root).
 RESTRICTED = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
@@ -260,8 +261,6 @@ def render_deployment(model: dict, config: Config) -> dict:
         env.append(sources.secret_env("VLLM_API_KEY", spec["apiKeySecretRef"], "api-key"))
     env += cpu_env
     env = merge_env(env + list(spec.get("env") or []))  # the user's env wins
-    if gated(spec):
-        env = with_gate_on_path(env)
     shm = str(spec.get("shmSize") or (config.shm_size if spec["gpus"] else "1Gi"))
     container = {
         "name": "vllm",
@@ -301,9 +300,10 @@ def render_deployment(model: dict, config: Config) -> dict:
                        "prometheus.io/path": "/metrics"}
     if gated(spec):  # vLLM imports the gate from the ConfigMap render_gate_configmap writes
         container["args"] += ["--middleware", f"{servergate.MODULE}.Gate"]
+        container["env"] = with_gate_on_path(container["env"])
         container["volumeMounts"].append({"name": "gate", "mountPath": GATE_MOUNT, "readOnly": True})
         pod_spec["volumes"].append({"name": "gate", "configMap": {"name": gate_name(name)}})
-        pod_annotations[GATE_ANNOTATION] = hashlib.sha256(GATE_SOURCE.encode()).hexdigest()[:16]
+        pod_annotations[GATE_ANNOTATION] = GATE_HASH
     metadata = _metadata(model)
     metadata["annotations"] = {GENERATION_ANNOTATION: str(model["metadata"].get("generation", 1))}
     return {
