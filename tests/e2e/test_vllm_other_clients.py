@@ -57,8 +57,11 @@ def test_agent_framework_agent_streams_with_usage_counted(pod, plain):
     """`OpenAIChatCompletionClient()` with no arguments (OPENAI_MODEL, OPENAI_BASE_URL, and the keyless Model's
     placeholder OPENAI_API_KEY keeping it off Azure routing), and the library's client for the same Model: an Agent
     answers, streamed, and the stream's usage (stream_options include_usage) is counted. The random-weights model
-    may end after one token, so vLLM's min_tokens (passed through as extra_body) keeps it going long enough to
-    come in pieces."""
+    may end after one token, so vLLM's min_tokens (passed through as extra_body) keeps it going. How many pieces
+    the text comes in is vLLM's affair, not the client's configuration: its API server merges token deltas when
+    the engine gets ahead of it (v1 RequestOutputCollector), so on a loaded machine all of it may come as one
+    (seen in CI). Asserted instead: the answer came as a stream of updates, the text ones add up to the final
+    answer, and usage is counted."""
     from agent_framework import Agent
     from agent_framework.openai import OpenAIChatCompletionClient
 
@@ -78,8 +81,8 @@ def test_agent_framework_agent_streams_with_usage_counted(pod, plain):
     for client in (OpenAIChatCompletionClient(), agent_framework_client(base_url=os.environ["OPENAI_BASE_URL"])):
         assert client.model == "tiny"
         updates, final, single = asyncio.run(run(client))
-        assert sum(1 for u in updates if u.text) > 1, updates  # streamed: text came in pieces
-        assert final.text and final.text.startswith(next(u.text for u in updates if u.text))
+        assert len(updates) > 1, updates  # a stream: text and usage come in separate updates
+        assert final.text and final.text == "".join(u.text for u in updates if u.text), (final.text, updates)
         assert all(n > 0 for n in tokens(final.usage_details)), final.usage_details
         assert isinstance(single.text, str) and all(n > 0 for n in tokens(single.usage_details)), single
 
