@@ -1,8 +1,10 @@
 """Writing Model and Agent status: only when it changed, at once for what a person acts on, and routine progress
 (a pod scheduled, a replica counted, the way up of a new Model) at most once per interval per owner, the last status
 computed in the interval being the one written when it ends. Under load (5 or more owners written in the last
-second, as in a burst of new Models) a new owner's first status waits for the interval too, and so do the phases of
-its way up (see handlers): a Model that is Pending, Loading and Ready within it costs one write."""
+second, as in a burst of new Models) a new owner's first status waits longer (`first_wait`, 5 s), and so do the
+phases of its way up (see handlers), while reaching Ready is written at once: a Model that is Pending, Loading and
+Ready within those seconds costs one write. A person still sees a new Model's phase within 5 s, and never has to wait
+for it when the operator is not busy."""
 
 from __future__ import annotations
 
@@ -23,15 +25,16 @@ Write = Callable[[dict, dict, dict], None]
 
 
 class StatusWriter:
-    def __init__(self, interval: float = 1.0, busy_owners: int = 5):
+    def __init__(self, interval: float = 1.0, busy_owners: int = 5, first_wait: float = 5.0):
         """`busy_owners`: owners written in the last `interval` from which the writer counts as busy (a burst of new
-        Models; one Model at a time, however quick, is not)."""
-        self.interval, self.busy_owners = interval, busy_owners
+        Models; one Model at a time, however quick, is not). `first_wait`: how long a new owner's routine first status
+        waits while busy (in a burst of 1000 on kwok, most Models are Ready within it)."""
+        self.interval, self.busy_owners, self.first_wait = interval, busy_owners, first_wait
         self._recent: collections.deque[tuple[float, str]] = collections.deque()  # (time, uid) of recent writes
         # What this process last wrote, by owner uid. The watches lag behind our own writes; comparing with them
         # alone would repeat writes and Events. After a restart the watches (fresh from a list) are the truth.
         self._written: dict[str, dict] = {}
-        self._last_write: dict[str, float] = {}
+        self._next_write: dict[str, float] = {}  # uid -> when routine progress may be written again
         self._held: dict[str, tuple[dict, dict, Write]] = {}  # uid -> (owner, status, write) waiting for the interval
         self._timers: dict[str, threading.Timer] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -56,9 +59,9 @@ class StatusWriter:
             if not status_changed(old, new):
                 self._held.pop(uid, None)
                 return
-            if not old and uid not in self._last_write and self.busy():
-                self._last_write[uid] = time.monotonic()  # a new owner, under load: its interval starts now
-            wait = self._last_write.get(uid, -math.inf) + self.interval - time.monotonic()
+            if not old and uid not in self._next_write and self.busy():
+                self._next_write[uid] = time.monotonic() + self.first_wait  # a new owner, under load
+            wait = self._next_write.get(uid, -math.inf) - time.monotonic()
             if urgent or wait <= 0:
                 self._write(owner, old, new, write)
                 return
@@ -70,7 +73,7 @@ class StatusWriter:
 
     def forget(self, uid: str) -> None:
         """The owner is gone."""
-        for table in (self._written, self._last_write, self._held, self._locks):
+        for table in (self._written, self._next_write, self._held, self._locks):
             table.pop(uid, None)
         timer = self._timers.pop(uid, None)
         if timer:
@@ -81,8 +84,9 @@ class StatusWriter:
         write(owner, old, new)
         uid = owner["metadata"]["uid"]
         self._written[uid] = owner["status"] = new
-        self._last_write[uid] = time.monotonic()
-        self._recent.append((self._last_write[uid], uid))
+        written_at = time.monotonic()
+        self._next_write[uid] = written_at + self.interval
+        self._recent.append((written_at, uid))
         self._held.pop(uid, None)  # whatever waited is older than this
         kind = owner.get("kind", "Model")
         metrics.STATUS_WRITES.labels(kind).inc()
@@ -108,5 +112,5 @@ class StatusWriter:
                 meta = owner["metadata"]
                 log.warning("writing the status of %s %s/%s failed, retrying: %s", owner.get("kind", "Model"),
                             meta.get("namespace"), meta.get("name"), e)
-                self._last_write[uid] = time.monotonic()
+                self._next_write[uid] = time.monotonic() + self.interval
         self.publish(owner, new, write, urgent=False)

@@ -27,14 +27,24 @@ def recorder(log):
     return lambda o, old, new: log.append((old.get("phase"), new["phase"], new.get("n")))
 
 
-def test_under_load_a_new_owners_first_status_waits_for_the_interval_and_the_last_one_is_written():
-    writer, log, o = StatusWriter(interval=0.2, busy_owners=0), [], owner()
+def test_under_load_a_new_owners_first_status_waits_first_wait_and_the_last_one_is_written():
+    writer, log, o = StatusWriter(interval=0.1, busy_owners=0, first_wait=0.4), [], owner()
     assert writer.busy()
     writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
     writer.publish(o, {"phase": "Loading"}, recorder(log), urgent=False)
+    time.sleep(0.2)  # longer than the interval: a new owner under load waits first_wait
     assert log == []
     time.sleep(0.4)
     assert log == [(None, "Loading", None)]  # one write for the way through Pending to Loading
+
+
+def test_under_load_a_new_owner_reaching_ready_is_written_at_once_and_what_was_held_is_dropped():
+    writer, log, o = StatusWriter(interval=0.1, busy_owners=0, first_wait=0.3), [], owner()
+    writer.publish(o, {"phase": "Pending"}, recorder(log), urgent=False)
+    writer.publish(o, {"phase": "Ready"}, recorder(log), urgent=True)
+    assert log == [(None, "Ready", None)]
+    time.sleep(0.5)
+    assert log == [(None, "Ready", None)]  # the held Pending, older, is never written
 
 
 def test_idle_a_new_owners_first_status_is_written_at_once(writer):
