@@ -585,6 +585,30 @@ def reconcile_agent(agent: dict, model_index: Index, cause: str = "event") -> Pr
         return problem
 
 
+def reconcile_agent_configmap(agent: dict, model_index: Index, cause: str = "model") -> None:
+    """The Agent's ConfigMap alone, when it is the Agent's own and differs; what it wrote goes into the store, so the
+    full reconcile that follows compares with it, not with an older copy the watch has not brought yet. Problems are
+    left to that reconcile, which reports them."""
+    ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
+    with sync.reconciling(("Agent", ns, name)):
+        resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
+                           lambda key: sync.first(model_index, key))
+        for child in render_agent_children(agent, resolved, CONFIG):
+            if child["kind"] != "ConfigMap":
+                continue
+            actual = sync.first(index("ConfigMap"), (ns, child["metadata"]["name"]))
+            verb, problem = sync.plan_child(agent, child, actual, spec_changed=True)
+            if actual is None or not verb or problem:
+                continue
+            try:
+                STORES["ConfigMap"].offer(sync.write(child))
+            except ApiException as e:
+                if e.status not in sync.REFUSALS:
+                    raise
+                continue
+            metrics.APPLIES.labels("ConfigMap", verb).inc()
+
+
 def write_agent_status(agent: dict, old: dict, new: dict) -> None:
     kube.patch_status(agent, new)
     ready, was = condition_of(new, "Ready"), condition_of(old, "Ready")
@@ -653,14 +677,25 @@ NAMESPACE_CONFIGMAPS = Worklist(rebuild_namespace_configmap, "namespace-configma
 
 
 def model_seen_by_agents(namespace, name) -> None:
-    """A Model appeared, changed, moved through its phases or went away: every Agent using it follows."""
-    # Agents follow in parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents.
-    # Each task gets its own copy of this handler's context, where kopf keeps what posting Events needs.
-    tasks = [AGENT_FANOUT.submit(contextvars.copy_context().run, reconcile_owner_of_event, index("Agent"), agent_key,
-                                 reconcile_agent, index("Model"), cause="model")
-             for agent_key in set(index("Agent", "model").get((namespace, name), []))]
-    for task in tasks:
-        task.result()
+    """A Model appeared, changed, moved through its phases or went away: every Agent using it follows, first their
+    ConfigMaps (what running agent pods read, updated in place by the kubelet), then the rest (Deployments, whose
+    env rolls the pods, and statuses): a hundred Agents' ConfigMaps are not queued behind two hundred other writes."""
+    agents = set(index("Agent", "model").get((namespace, name), []))
+    version = STORES["Model"].version_of(namespace, name)
+
+    def follow(agent_key, reconcile) -> None:
+        # A newer version of the Model has its own event, queued behind this one, whose pass covers every Agent:
+        # what this pass has not started yet is left to it, so that its ConfigMaps do not wait behind old work.
+        if STORES["Model"].version_of(namespace, name) == version:
+            reconcile_owner_of_event(index("Agent"), agent_key, reconcile, index("Model"), cause="model")
+
+    for reconcile in (reconcile_agent_configmap, reconcile_agent):
+        # In parallel: each reconcile waits on the API server, and a Model may serve a hundred Agents. Each task
+        # gets its own copy of this handler's context, where kopf keeps what posting Events needs.
+        tasks = [AGENT_FANOUT.submit(contextvars.copy_context().run, follow, agent_key, reconcile)
+                 for agent_key in agents]
+        for task in tasks:
+            task.result()
 
 
 # --- injection into any pod (mutating admission webhook) ---------------------------------------------------------
