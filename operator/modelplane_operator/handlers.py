@@ -304,12 +304,12 @@ def reconcile_model(model: dict, cause: str | None = None) -> Problem | None:
             new = fleet.waiting_status(new, FLEET.waiting(uid), CONFIG.upgrade_rollouts_at_once)
         elif fleet.settled(new):
             roll_next_in_line(uid)
-        # What a person acts on is written at once, and so is a new phase unless the writer is busy (a burst); the
-        # rest is spaced (see statuswriter), so that under load a Model that passes through Pending, Loading and
-        # Ready within the interval costs one write.
+        # What a person acts on is written at once, and so is reaching Ready, and any new phase unless the writer is
+        # busy (a burst); the rest is spaced (see statuswriter), so that under load a new Model that passes through
+        # Pending and Loading to Ready within its first seconds costs one write, made when it is Ready.
         was = STATUS.previous(model).get("phase")
         urgent = (bool(problem) or phase_event_due(was, new["phase"], been_ready(model))
-                  or (was != new["phase"] and not STATUS.busy()))
+                  or (was != new["phase"] and (new["phase"] == "Ready" or not STATUS.busy())))
         STATUS.publish(model, new, write_model_status, urgent=urgent)
         return problem
 
