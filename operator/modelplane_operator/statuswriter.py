@@ -8,9 +8,11 @@ for it when the operator is not busy."""
 
 from __future__ import annotations
 
-import contextvars
-import logging
 import collections
+import concurrent.futures
+import contextvars
+import heapq
+import logging
 import math
 import threading
 import time
@@ -36,7 +38,13 @@ class StatusWriter:
         self._written: dict[str, dict] = {}
         self._next_write: dict[str, float] = {}  # uid -> when routine progress may be written again
         self._held: dict[str, tuple[dict, dict, Write]] = {}  # uid -> (owner, status, write) waiting for the interval
-        self._timers: dict[str, threading.Timer] = {}
+        # Held statuses come due on one clock thread (not a timer thread per owner: a burst holds a thousand) and are
+        # written by a few threads. uid -> the context to write in (kopf keeps what posting Events needs there).
+        self._due: list[tuple[float, str]] = []  # heap of (when, uid); a uid no longer in _timers is skipped
+        self._timers: dict[str, contextvars.Context] = {}
+        self._clock = threading.Condition()
+        self._clock_thread: threading.Thread | None = None
+        self._writers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="status-release")
         self._locks: dict[str, threading.Lock] = {}
 
     def previous(self, owner: dict) -> dict:
@@ -66,19 +74,34 @@ class StatusWriter:
                 self._write(owner, old, new, write)
                 return
             self._held[uid] = (owner, new, write)
-            if uid not in self._timers:  # kopf keeps what posting Events needs in the context: the timer gets a copy
-                self._timers[uid] = timer = threading.Timer(wait, contextvars.copy_context().run, (self._release, uid))
-                timer.daemon = True
-                timer.start()
+            if uid not in self._timers:
+                self._schedule(uid, wait, contextvars.copy_context())
 
     def forget(self, uid: str) -> None:
         """The owner is gone."""
         for table in (self._written, self._next_write, self._held, self._locks):
             table.pop(uid, None)
-        timer = self._timers.pop(uid, None)
-        if timer:
-            timer.cancel()
+        self._timers.pop(uid, None)
         metrics.model_phase(uid, None)
+
+    def _schedule(self, uid: str, wait: float, context: contextvars.Context) -> None:
+        with self._clock:
+            self._timers[uid] = context
+            heapq.heappush(self._due, (time.monotonic() + wait, uid))
+            if self._clock_thread is None:
+                self._clock_thread = threading.Thread(target=self._tick, name="status-clock", daemon=True)
+                self._clock_thread.start()
+            self._clock.notify()
+
+    def _tick(self) -> None:
+        while True:
+            with self._clock:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._clock.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                _, uid = heapq.heappop(self._due)
+                context = self._timers.get(uid)
+            if context is not None:
+                self._writers.submit(context.run, self._release, uid)
 
     def _write(self, owner: dict, old: dict, new: dict, write: Write) -> None:
         write(owner, old, new)
