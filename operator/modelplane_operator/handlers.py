@@ -23,7 +23,7 @@ from kubernetes.client import ApiException
 from . import adapters, autoscale, autoscaler, childevents, engine, fleet, kube, metrics, peering, sync, webhookcert
 from . import inject, podget, readiness
 from .retries import Retries
-from .store import PAGE, Index, Store
+from .store import PAGE, Index, Store, shared_strings
 from .statuswriter import StatusWriter
 from .unconfigured import Reporter
 from .worklist import Worklist
@@ -179,11 +179,11 @@ def _key(obj: dict) -> Key:
 
 
 def _by_name(obj: dict) -> dict[Key, dict]:
-    return {_key(obj): slim(obj)}
+    return {_key(obj): shared_strings(slim(obj))}
 
 
 def model_entry(obj: dict) -> dict[Key, dict]:
-    return {_key(obj): snapshot("Model", obj)}
+    return {_key(obj): shared_strings(snapshot("Model", obj))}
 
 
 def models_by_audience(obj: dict) -> dict[str, Key]:
@@ -192,7 +192,7 @@ def models_by_audience(obj: dict) -> dict[str, Key]:
 
 
 def agent_entry(obj: dict) -> dict[Key, dict]:
-    return {_key(obj): snapshot("Agent", obj)}
+    return {_key(obj): shared_strings(snapshot("Agent", obj))}
 
 
 def agents_by_model(obj: dict) -> dict[Key, Key]:

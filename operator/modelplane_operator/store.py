@@ -12,9 +12,10 @@ would decode and hold every child twice.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
-from typing import Callable, Hashable, Iterable
+from typing import Callable, Hashable, Iterable, Iterator
 
 from kubernetes.client import ApiException
 
@@ -28,6 +29,22 @@ IndexFn = Callable[[dict], dict]  # object -> {key: value}, as a kopf index func
 # listener(type, obj): after the store took a watched change in; type "ADDED", "MODIFIED" or "DELETED". A deletion
 # seen only as absence from a re-list comes as a stub: kind, namespace, name and labels.
 Listener = Callable[[str, dict], None]
+
+
+SHARED_MAX = 64  # longer strings (a certificate, an event's message) are rarely the same in two objects
+
+
+def shared_strings(obj):
+    """`obj` with its keys and short strings interned (pure; a new copy). JSON decoding allocates every key and value
+    anew for each object, though the thousand Deployments a store keeps repeat the same keys and mostly the same
+    values (an image, a probe's path, the API server's defaults): shared, a kept Deployment takes half the memory."""
+    if isinstance(obj, dict):
+        return {sys.intern(k): shared_strings(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [shared_strings(v) for v in obj]
+    if isinstance(obj, str) and len(obj) <= SHARED_MAX:
+        return sys.intern(obj)
+    return obj
 
 
 def newer(a: str | None, b: str | None) -> bool:
@@ -140,11 +157,20 @@ class Store:
                 index._put(key, old.get(n, {}), {})
         return labels
 
-    def replace(self, namespace: str | None, items: list[dict]) -> None:
+    def replace(self, namespace: str | None, items: Iterable[dict]) -> None:
         """A fresh listing of `namespace` (None: everything): what it no longer holds is forgotten. The first listing
-        is the start; a later one (a watch that could not resume) tells the listeners what changed meanwhile."""
+        is the start; a later one (a watch that could not resume) tells the listeners what changed meanwhile.
+        `items` may be a generator: each object is taken in as it comes, so a listing is never held whole."""
         relist = self.collection(namespace) in self._listed
-        listed = {(o["metadata"].get("namespace"), o["metadata"]["name"]) for o in items}
+        listed = set()
+        for obj in items:
+            meta = obj["metadata"]
+            key = (meta.get("namespace"), meta["name"])
+            listed.add(key)
+            changed = relist and self.version_of(*key) != meta.get("resourceVersion")
+            self.offer(obj, listing=True)
+            if changed:
+                self._tell("MODIFIED", obj)
         with self._lock:
             gone = [k for k in self._objects if (namespace is None or k[0] == namespace) and k not in listed]
         for ns, name in gone:
@@ -152,12 +178,6 @@ class Store:
             if relist:
                 self._tell("DELETED", {"kind": self.kind, "metadata": {"namespace": ns, "name": name,
                                                                        "labels": labels}})
-        for obj in items:
-            meta = obj["metadata"]
-            changed = relist and self.version_of(meta.get("namespace"), meta["name"]) != meta.get("resourceVersion")
-            self.offer(obj, listing=True)
-            if changed:
-                self._tell("MODIFIED", obj)
         with self._lock:
             self._listed.add(self.collection(namespace))
             if self._listed >= {self.collection(ns) for ns in self._scopes()}:
@@ -180,28 +200,15 @@ class Store:
         query = {"labelSelector": self.selector} if self.selector else {}
         while True:
             try:
-                items, version = self._list(path, query)
-                self.replace(namespace, items)
-                self._watch(path, query, version)
+                listing = self._list(path, query)
+                self.replace(namespace, listing.items())
+                self._watch(path, query, listing.version)
             except Exception as e:  # noqa: BLE001  the store must outlive any API hiccup: list again
                 log.warning("store of %s (%s): %s; listing again", self.name, path, e)
                 time.sleep(2)
 
-    def _list(self, path: str, query: dict) -> tuple[list[dict], str]:
-        """Every object (in pages: a whole list at once would be parsed at once, a peak of memory), slimmed as it
-        comes, and the version to watch from."""
-        items, token = [], ""
-        while True:
-            page = kube.request("GET", path, query={**query, "limit": str(PAGE), **({"continue": token} if token
-                                                                                  else {})})
-            # A list's items come without apiVersion and kind (watch events have them): the kept copies are
-            # compared with what the operator renders, so they get them back.
-            kind = {"apiVersion": page.get("apiVersion"), "kind": page.get("kind", "").removesuffix("List")}
-            self.kind = kind["kind"]
-            items += [{**kind, **item} for item in page.get("items") or []]
-            token = page["metadata"].get("continue")
-            if not token:
-                return items, page["metadata"]["resourceVersion"]
+    def _list(self, path: str, query: dict) -> "Listing":
+        return Listing(self, path, query)
 
     def _watch(self, path: str, query: dict, version: str) -> None:
         """Follow `path` from `version` until the server says it is too old (410), then return (to list again)."""
@@ -218,3 +225,30 @@ class Store:
                     self._tell("DELETED", obj)
                 elif event["type"] != "BOOKMARK" and self.offer(obj):
                     self._tell(event["type"], obj)
+
+
+class Listing:
+    """A listing read page by page as it is taken in (`items()`), each page dropped before the next is read: a whole
+    listing decoded at once (1000 Deployments with their managedFields) was a peak of memory the process kept after a
+    restart. `version`: the one to watch from, once every page was read."""
+
+    def __init__(self, store: Store, path: str, query: dict):
+        self.store, self.path, self.query, self.version = store, path, query, ""
+
+    def items(self) -> Iterator[dict]:
+        token = ""
+        while True:
+            page = kube.request("GET", self.path, query={**self.query, "limit": str(PAGE),
+                                                         **({"continue": token} if token else {})})
+            # A list's items come without apiVersion and kind (watch events have them): the kept copies are
+            # compared with what the operator renders, so they get them back.
+            kind = {"apiVersion": page.get("apiVersion"), "kind": page.get("kind", "").removesuffix("List")}
+            self.store.kind = kind["kind"]
+            items = page.pop("items", None) or []
+            for item in items:
+                yield {**kind, **item}
+            del items
+            token = page["metadata"].get("continue")
+            if not token:
+                self.version = page["metadata"]["resourceVersion"]
+                return

@@ -108,3 +108,17 @@ def test_a_failing_listener_does_not_stop_the_others():
     s._tell("ADDED", obj("p", 1))
     s._tell("ADDED", obj("q", 1))
     assert [h[1] for h in heard] == ["p", "q"]
+
+
+def test_shared_strings_is_an_equal_copy_whose_keys_and_short_values_are_shared():
+    import json
+
+    from modelplane_operator.store import SHARED_MAX, shared_strings
+    text = json.dumps({"spec": {"containers": [{"image": "vllm/vllm-openai:v0.32.0", "args": ["--port", "8000", 3]}]},
+                       "status": {"message": "x" * (SHARED_MAX + 1), "replicas": 1, "ready": None}})
+    a, b = json.loads(text), json.loads(text)
+    shared_a, shared_b = shared_strings(a), shared_strings(b)
+    assert shared_a == a and shared_a is not a and a == json.loads(text)  # equal, a copy, the input untouched
+    image_a, image_b = (s["spec"]["containers"][0]["image"] for s in (shared_a, shared_b))
+    assert image_a is image_b and next(iter(shared_a["spec"])) is next(iter(shared_b["spec"]))  # one string object
+    assert shared_a["status"]["message"] is not shared_b["status"]["message"]  # long strings are left apart
