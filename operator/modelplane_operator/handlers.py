@@ -23,7 +23,7 @@ from kubernetes.client import ApiException
 from . import adapters, autoscale, autoscaler, childevents, engine, fleet, kube, metrics, peering, sync, webhookcert
 from . import inject, podget, readiness
 from .retries import Retries
-from .store import PAGE, Index, Store, shared_strings
+from .store import PAGE, Index, Store
 from .statuswriter import StatusWriter
 from .unconfigured import Reporter
 from .worklist import Worklist
@@ -179,11 +179,11 @@ def _key(obj: dict) -> Key:
 
 
 def _by_name(obj: dict) -> dict[Key, dict]:
-    return {_key(obj): shared_strings(slim(obj))}
+    return {_key(obj): slim(obj)}
 
 
 def model_entry(obj: dict) -> dict[Key, dict]:
-    return {_key(obj): shared_strings(snapshot("Model", obj))}
+    return {_key(obj): snapshot("Model", obj)}
 
 
 def models_by_audience(obj: dict) -> dict[str, Key]:
@@ -192,7 +192,7 @@ def models_by_audience(obj: dict) -> dict[str, Key]:
 
 
 def agent_entry(obj: dict) -> dict[Key, dict]:
-    return {_key(obj): shared_strings(snapshot("Agent", obj))}
+    return {_key(obj): snapshot("Agent", obj)}
 
 
 def agents_by_model(obj: dict) -> dict[Key, Key]:
@@ -574,8 +574,7 @@ def reconcile_owner_of_event(index, key, reconcile, *indexes, **kwargs) -> None:
 def reconcile_agent(agent: dict, model_index: Index, cause: str = "event") -> Problem | None:
     ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
     with sync.reconciling(("Agent", ns, name)):
-        resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
-                           lambda key: sync.first(model_index, key))
+        resolved = resolve_models(agent, model_index)
         desired = render_agent_children(agent, resolved, CONFIG)
         observed = observed_children(ns, [sync.child_key(child) for child in desired])
         observed, problem = sync.sync_children(agent, desired, observed, cause)
@@ -585,28 +584,26 @@ def reconcile_agent(agent: dict, model_index: Index, cause: str = "event") -> Pr
         return problem
 
 
+def resolve_models(agent: dict, model_index: Index) -> list:
+    return resolve(agent["metadata"]["namespace"], (agent.get("spec") or {}).get("models") or [],
+                   lambda key: sync.first(model_index, key))
+
+
 def reconcile_agent_configmap(agent: dict, model_index: Index, cause: str = "model") -> None:
-    """The Agent's ConfigMap alone, when it is the Agent's own and differs; what it wrote goes into the store, so the
-    full reconcile that follows compares with it, not with an older copy the watch has not brought yet. Problems are
-    left to that reconcile, which reports them."""
+    """The Agent's existing ConfigMap alone, written if it differs; what was written goes into the store, so the full
+    reconcile that follows compares with it, not with an older copy the watch has not brought yet. Creating it, and
+    reporting problems, are left to that reconcile."""
     ns, name = agent["metadata"]["namespace"], agent["metadata"]["name"]
     with sync.reconciling(("Agent", ns, name)):
-        resolved = resolve(ns, (agent.get("spec") or {}).get("models") or [],
-                           lambda key: sync.first(model_index, key))
-        for child in render_agent_children(agent, resolved, CONFIG):
-            if child["kind"] != "ConfigMap":
-                continue
+        children = render_agent_children(agent, resolve_models(agent, model_index), CONFIG)
+        for child in (c for c in children if c["kind"] == "ConfigMap"):
             actual = sync.first(index("ConfigMap"), (ns, child["metadata"]["name"]))
-            verb, problem = sync.plan_child(agent, child, actual, spec_changed=True)
-            if actual is None or not verb or problem:
+            if actual is None:
                 continue
-            try:
-                STORES["ConfigMap"].offer(sync.write(child))
-            except ApiException as e:
-                if e.status not in sync.REFUSALS:
-                    raise
-                continue
-            metrics.APPLIES.labels("ConfigMap", verb).inc()
+            now, verb, _ = sync.sync_child(agent, child, actual, cause)
+            if verb:
+                STORES["ConfigMap"].offer(now)
+                metrics.APPLIES.labels("ConfigMap", verb).inc()
 
 
 def write_agent_status(agent: dict, old: dict, new: dict) -> None:

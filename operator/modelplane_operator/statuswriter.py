@@ -40,8 +40,8 @@ class StatusWriter:
         self._held: dict[str, tuple[dict, dict, Write]] = {}  # uid -> (owner, status, write) waiting for the interval
         # Held statuses come due on one clock thread (not a timer thread per owner: a burst holds a thousand) and are
         # written by a few threads. uid -> the context to write in (kopf keeps what posting Events needs there).
-        self._due: list[tuple[float, str]] = []  # heap of (when, uid); a uid no longer in _timers is skipped
-        self._timers: dict[str, contextvars.Context] = {}
+        self._due: list[tuple[float, str]] = []  # heap of (when, uid); a uid no longer in _scheduled is skipped
+        self._scheduled: dict[str, contextvars.Context] = {}
         self._clock = threading.Condition()
         self._clock_thread: threading.Thread | None = None
         self._writers = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="status-release")
@@ -74,19 +74,19 @@ class StatusWriter:
                 self._write(owner, old, new, write)
                 return
             self._held[uid] = (owner, new, write)
-            if uid not in self._timers:
+            if uid not in self._scheduled:
                 self._schedule(uid, wait, contextvars.copy_context())
 
     def forget(self, uid: str) -> None:
         """The owner is gone."""
         for table in (self._written, self._next_write, self._held, self._locks):
             table.pop(uid, None)
-        self._timers.pop(uid, None)
+        self._scheduled.pop(uid, None)
         metrics.model_phase(uid, None)
 
     def _schedule(self, uid: str, wait: float, context: contextvars.Context) -> None:
         with self._clock:
-            self._timers[uid] = context
+            self._scheduled[uid] = context
             heapq.heappush(self._due, (time.monotonic() + wait, uid))
             if self._clock_thread is None:
                 self._clock_thread = threading.Thread(target=self._tick, name="status-clock", daemon=True)
@@ -99,7 +99,7 @@ class StatusWriter:
                 while not self._due or self._due[0][0] > time.monotonic():
                     self._clock.wait(self._due[0][0] - time.monotonic() if self._due else None)
                 _, uid = heapq.heappop(self._due)
-                context = self._timers.get(uid)
+                context = self._scheduled.get(uid)
             if context is not None:
                 self._writers.submit(context.run, self._release, uid)
 
@@ -120,7 +120,7 @@ class StatusWriter:
         # Under the owner's lock, as publish: a status written meanwhile (urgent) has emptied _held, and the held
         # one, older, must not overwrite it.
         with self._locks.setdefault(uid, threading.Lock()):
-            self._timers.pop(uid, None)
+            self._scheduled.pop(uid, None)
             held = self._held.pop(uid, None)
             if held is None:
                 return

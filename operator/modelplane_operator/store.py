@@ -135,7 +135,8 @@ class Store:
             if not listing and key in self._deleted and not newer(version, self._deleted[key]):
                 return False
             self._deleted.pop(key, None)
-            new = {n: index.fn(obj) for n, index in self.indexes.items()}
+            # every kept value shares its strings with the other objects' (shared_strings): half the memory
+            new = {n: {k: shared_strings(v) for k, v in index.fn(obj).items()} for n, index in self.indexes.items()}
             for n, index in self.indexes.items():
                 index._put(key, old.get(n, {}), new[n])
             self._objects[key] = (version, new, meta.get("labels") or {})
@@ -200,15 +201,12 @@ class Store:
         query = {"labelSelector": self.selector} if self.selector else {}
         while True:
             try:
-                listing = self._list(path, query)
+                listing = Listing(self, path, query)
                 self.replace(namespace, listing.items())
                 self._watch(path, query, listing.version)
             except Exception as e:  # noqa: BLE001  the store must outlive any API hiccup: list again
                 log.warning("store of %s (%s): %s; listing again", self.name, path, e)
                 time.sleep(2)
-
-    def _list(self, path: str, query: dict) -> "Listing":
-        return Listing(self, path, query)
 
     def _watch(self, path: str, query: dict, version: str) -> None:
         """Follow `path` from `version` until the server says it is too old (410), then return (to list again)."""

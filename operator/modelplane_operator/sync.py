@@ -151,7 +151,7 @@ def sync_children(owner: dict, desired: list[dict], observed: dict, cause: str) 
     later = [c for c in desired if c["kind"] in SECOND]
     first = [c for c in desired if c["kind"] not in SECOND]
     results = [r for wave in (first, later) for r in _CHILDREN.map(
-        lambda child: _sync_child(owner, child, observed.get(child_key(child)), cause), wave)]
+        lambda child: sync_child(owner, child, observed.get(child_key(child)), cause), wave)]
     for child, (now, verb, problem) in zip(first + later, results):
         kind, name = child_key(child)
         observed[kind, name] = now
@@ -198,7 +198,7 @@ def plan_child(owner: dict, child: dict, actual: dict | None, spec_changed: bool
     return None, None
 
 
-def _sync_child(owner: dict, child: dict, actual: dict | None, cause: str) -> tuple[dict | None, str | None,
+def sync_child(owner: dict, child: dict, actual: dict | None, cause: str) -> tuple[dict | None, str | None,
                                                                                     Problem | None]:
     """(the child as it now is, the verb if it was written, a Problem if it could not be)."""
     if actual is None:
