@@ -1,7 +1,8 @@
 """Run in a pod of the agents image by tests/node/test_node_routing.py: load on a Model's endpoint in phases, light
 (one request at a time) then heavy (many at once, more than the replicas run together, so requests queue), each
-request's outcome counted. Prints one JSON line prefixed RESULT: per phase, requests answered and failed (with the
-first errors)."""
+request's outcome counted. A phase lasts its seconds, or ends sooner once the file ENOUGH_FILE exists (the test
+creates it when it has seen what the load was for). Prints one JSON line prefixed RESULT: per phase, requests
+answered and failed (with the first errors) and the seconds it ran."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 
 BASE, MODEL, KEY = os.environ["BASE_URL"], os.environ["MODEL"], os.environ.get("API_KEY")
+ENOUGH = os.environ.get("ENOUGH_FILE", "")
 
 
 def ask(i: int, tokens: int) -> str | None:
@@ -31,20 +33,25 @@ def ask(i: int, tokens: int) -> str | None:
         return repr(e)
 
 
+def enough() -> bool:
+    return bool(ENOUGH) and os.path.exists(ENOUGH)
+
+
 def phase(workers: int, seconds: float, tokens: int) -> dict:
-    end = time.monotonic() + seconds
+    start = time.monotonic()
+    end = start + seconds
     outcomes: list[str | None] = []
 
     def worker(w: int) -> None:
         i = 0
-        while time.monotonic() < end:
+        while time.monotonic() < end and not enough():
             outcomes.append(ask(w * 100000 + i, tokens))
             i += 1
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         list(pool.map(worker, range(workers)))
     failed = [o for o in outcomes if o]
-    return {"workers": workers, "seconds": seconds, "tokens": tokens, "answered": len(outcomes) - len(failed),
-            "failed": len(failed), "errors": failed[:5]}
+    return {"workers": workers, "seconds": seconds, "ran_s": round(time.monotonic() - start, 1), "tokens": tokens,
+            "answered": len(outcomes) - len(failed), "failed": len(failed), "errors": failed[:5]}
 
 
 def main() -> None:

@@ -103,41 +103,60 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
 
         # Autoscaling, switched on now (the replicas' count stays 2 until the autoscaler decides): requestsWaiting,
         # 1 per replica, up after 10 s, down after 20 s. Light load (one short request at a time for 35 s: nothing
-        # waits) takes it to 1, heavy load (8 long answers at once over 2 slots for 25 s: 6 wait) back to 2; requests
-        # flow through the router all along, and none may fail. The heavy phase is kept short: the new replica starts
-        # on the same 2 cores, and starts faster once the load is over.
+        # waits) takes it to 1, heavy load (8 long answers at once over 2 slots: 6 wait) back to 2; requests flow
+        # through the router all along, and none may fail. The heavy load lasts until the scale-up is seen (at most
+        # 150 s: on a loaded machine a look at /metrics may go unanswered and be left out), then stops: the new
+        # replica starts on the same 2 cores, and starts faster once the load is over.
         kube.apply(client_pod("load", ns, HERE / "load_client.py",
-                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x35x16,8x25x160"}))
+                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x35x16,8x150x160",
+                               "ENOUGH_FILE": "/tmp/enough"}))
         kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
             "minReplicas": 1, "maxReplicas": 2, "target": 1, "scaleUpDelaySeconds": 10,
             "scaleDownDelaySeconds": 20}}}))
         seen: list[tuple[int, int]] = []  # (the Deployment's replicas, the Model's ready replicas), as they changed
         seen_at: list[float] = []  # seconds after autoscaling was switched on, for each of `seen`
+        decisions: list[tuple[float, str, float]] = []  # (when, status.autoscaling's reason and load), as they changed
         switched_on = time.monotonic()
 
         def note_replicas():
-            now = (kube.get("deployment", "routed", ns)["spec"]["replicas"],
-                   kube.get("model", "routed", ns)["status"].get("readyReplicas", 0))
+            model = kube.get("model", "routed", ns)
+            now = (kube.get("deployment", "routed", ns)["spec"]["replicas"], model["status"].get("readyReplicas", 0))
+            at = round(time.monotonic() - switched_on, 1)
             if not seen or seen[-1] != now:
                 seen.append(now)
-                seen_at.append(round(time.monotonic() - switched_on, 1))
+                seen_at.append(at)
+            scaling = model["status"].get("autoscaling") or {}
+            if not decisions or decisions[-1][1:] != (scaling.get("reason"), scaling.get("load")):
+                decisions.append((at, scaling.get("reason"), scaling.get("load")))
             return now
 
-        def scaled_back_up():
-            note_replicas()
+        def scaled_up() -> bool:
             counts = [replicas for replicas, _ in seen]
-            return 1 in counts and (2, 2) in seen[counts.index(1):]
-        load = result_of(kube, ns, "load", timeout=420, during=note_replicas)
-        # The load is over: from here on it would scale down again 20 s after the new replica is ready, maybe
-        # between two looks of this test (seen once: (2, 1) then (1, 1), the (2, 2) between them lasting under 2 s).
-        # A long scale-down delay keeps the second replica until it has been seen ready.
-        kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
-            "scaleDownDelaySeconds": 600}}}))
+            return 1 in counts and 2 in counts[counts.index(1):]
+
+        def scaled_back_up() -> bool:
+            note_replicas()
+            return scaled_up() and (2, 2) in seen[[replicas for replicas, _ in seen].index(1):]
+
+        load_stopped = False
+
+        def stop_load_once_scaled_up():
+            nonlocal load_stopped
+            note_replicas()
+            if scaled_up() and not load_stopped:
+                kube.run("exec", "load", "-n", ns, "--", "touch", "/tmp/enough", check=False)  # fails if it ended
+                # From here on it would scale down again 20 s after the new replica is ready, maybe between two
+                # looks of this test (seen once: (2, 1) then (1, 1), the (2, 2) between them lasting under 2 s): a
+                # long scale-down delay keeps the second replica until it has been seen ready.
+                kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps(
+                    {"spec": {"autoscaling": {"scaleDownDelaySeconds": 600}}}))
+                load_stopped = True
+        load = result_of(kube, ns, "load", timeout=480, during=stop_load_once_scaled_up)
         wait_in(kube, ns, scaled_back_up, timeout=300, what="2 ready replicas again",
-                context=lambda: f"(seen {seen} at {seen_at} s)")
+                context=lambda: f"(seen {seen} at {seen_at} s; autoscaling (s, reason, load) {decisions}; load {load})")
         status = kube.get("model", "routed", ns)["status"]
-        figures["autoscaling"] = {"replicas_and_ready_seen": seen, "seen_at_s": seen_at, "load": load,
-                                  "status": status["autoscaling"]}
+        figures["autoscaling"] = {"replicas_and_ready_seen": seen, "seen_at_s": seen_at, "decisions": decisions,
+                                  "load": load, "status": status["autoscaling"]}
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "real-node-routing.json").write_text(json.dumps(figures, indent=2))
         print(f"autoscaling: (replicas, ready) {seen}; load {load}; status {status['autoscaling']}")
