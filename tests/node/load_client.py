@@ -1,8 +1,8 @@
 """Run in a pod of the agents image by tests/node/test_node_routing.py: load on a Model's endpoint in phases, light
 (one request at a time) then heavy (many at once, more than the replicas run together, so requests queue), each
-request's outcome counted. A phase lasts its seconds, or ends sooner once the file ENOUGH_FILE exists (the test
-creates it when it has seen what the load was for). Prints one JSON line prefixed RESULT: per phase, requests
-answered and failed (with the first errors) and the seconds it ran."""
+request's outcome counted. Phase N (from 1) lasts its seconds, or ends sooner once the file ENOUGH_FILE + N exists
+(the test creates it with kubectl exec when it has seen what that load was for). Prints one JSON line prefixed
+RESULT: per phase, requests answered and failed (with the first errors) and the seconds it ran."""
 
 from __future__ import annotations
 
@@ -33,11 +33,9 @@ def ask(i: int, tokens: int) -> str | None:
         return repr(e)
 
 
-def enough() -> bool:
-    return bool(ENOUGH) and os.path.exists(ENOUGH)
-
-
-def phase(workers: int, seconds: float, tokens: int) -> dict:
+def phase(number: int, workers: int, seconds: float, tokens: int) -> dict:
+    def enough() -> bool:
+        return bool(ENOUGH) and os.path.exists(f"{ENOUGH}{number}")
     start = time.monotonic()
     end = start + seconds
     outcomes: list[str | None] = []
@@ -57,7 +55,7 @@ def phase(workers: int, seconds: float, tokens: int) -> dict:
 def main() -> None:
     # PHASES: workers x seconds x tokens per answer, comma-separated
     plan = [(int(w), float(s), int(t)) for w, s, t in (p.split("x") for p in os.environ["PHASES"].split(","))]
-    print("RESULT " + json.dumps([phase(*p) for p in plan]), flush=True)
+    print("RESULT " + json.dumps([phase(n, *p) for n, p in enumerate(plan, 1)]), flush=True)
 
 
 if __name__ == "__main__":

@@ -102,13 +102,14 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
         assert result["add_worker"] == 403, result
 
         # Autoscaling, switched on now (the replicas' count stays 2 until the autoscaler decides): requestsWaiting,
-        # 1 per replica, up after 10 s, down after 20 s. Light load (one short request at a time for 35 s: nothing
-        # waits) takes it to 1, heavy load (8 long answers at once over 2 slots: 6 wait) back to 2; requests flow
-        # through the router all along, and none may fail. The heavy load lasts until the scale-up is seen (at most
-        # 150 s: on a loaded machine a look at /metrics may go unanswered and be left out), then stops: the new
-        # replica starts on the same 2 cores, and starts faster once the load is over.
+        # 1 per replica, up after 10 s, down after 20 s. Light load (one short request at a time: nothing waits)
+        # takes it to 1, heavy load (8 long answers at once over 2 slots: 6 wait) back to 2; requests flow through
+        # the router all along, and none may fail. Each load lasts until its scaling is seen (the light one at most
+        # 90 s, the heavy one 150 s: on a loaded machine the starved client is slow to send its next request, vLLM's
+        # waiting gauge dips, and a look that sees a dip starts the 10 s over), then the next begins; the heavy one
+        # stops then: the new replica starts on the same 2 cores, and starts faster once the load is over.
         kube.apply(client_pod("load", ns, HERE / "load_client.py",
-                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x35x16,8x150x160",
+                              {"BASE_URL": env["ROUTER_URL"], "MODEL": "routed", "PHASES": "1x90x16,8x150x160",
                                "ENOUGH_FILE": "/tmp/enough"}))
         kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps({"spec": {"autoscaling": {
             "minReplicas": 1, "maxReplicas": 2, "target": 1, "scaleUpDelaySeconds": 10,
@@ -130,28 +131,35 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
                 decisions.append((at, scaling.get("reason"), scaling.get("load")))
             return now
 
+        def scaled_down() -> bool:
+            return 1 in [replicas for replicas, _ in seen]
+
         def scaled_up() -> bool:
             counts = [replicas for replicas, _ in seen]
-            return 1 in counts and 2 in counts[counts.index(1):]
+            return scaled_down() and 2 in counts[counts.index(1):]
 
         def scaled_back_up() -> bool:
             note_replicas()
             return scaled_up() and (2, 2) in seen[[replicas for replicas, _ in seen].index(1):]
 
-        load_stopped = False
+        ended: set[str] = set()  # the load's phase files touched (the light phase's once scaled down, the heavy's up)
+        kept_up = False
 
-        def stop_load_once_scaled_up():
-            nonlocal load_stopped
+        def end_each_phase_once_seen():
+            nonlocal kept_up
             note_replicas()
-            if scaled_up() and not load_stopped:
-                kube.run("exec", "load", "-n", ns, "--", "touch", "/tmp/enough", check=False)  # fails if it ended
+            for file, seen_it in (("/tmp/enough1", scaled_down()), ("/tmp/enough2", scaled_up())):
+                if seen_it and file not in ended and kube.run("exec", "load", "-n", ns, "--", "touch", file,
+                                                              check=False).returncode == 0:
+                    ended.add(file)
+            if scaled_up() and not kept_up:
                 # From here on it would scale down again 20 s after the new replica is ready, maybe between two
                 # looks of this test (seen once: (2, 1) then (1, 1), the (2, 2) between them lasting under 2 s): a
                 # long scale-down delay keeps the second replica until it has been seen ready.
                 kube.run("patch", "model", "routed", "-n", ns, "--type=merge", "-p", json.dumps(
                     {"spec": {"autoscaling": {"scaleDownDelaySeconds": 600}}}))
-                load_stopped = True
-        load = result_of(kube, ns, "load", timeout=480, during=stop_load_once_scaled_up)
+                kept_up = True
+        load = result_of(kube, ns, "load", timeout=480, during=end_each_phase_once_seen)
         wait_in(kube, ns, scaled_back_up, timeout=300, what="2 ready replicas again",
                 context=lambda: f"(seen {seen} at {seen_at} s; autoscaling (s, reason, load) {decisions}; load {load})")
         status = kube.get("model", "routed", ns)["status"]
