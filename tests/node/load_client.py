@@ -1,8 +1,9 @@
 """Run in a pod of the agents image by tests/node/test_node_routing.py: load on a Model's endpoint in phases, light
 (one request at a time) then heavy (many at once, more than the replicas run together, so requests queue), each
 request's outcome counted. Phase N (from 1) lasts its seconds, or ends sooner once the file ENOUGH_FILE + N exists
-(the test creates it with kubectl exec when it has seen what that load was for). Prints one JSON line prefixed
-RESULT: per phase, requests answered and failed (with the first errors) and the seconds it ran."""
+(the test creates it with kubectl exec when it has seen what that load was for); each worker sends one request at
+least. Prints one JSON line prefixed RESULT: per phase, requests answered and failed (with the first errors) and
+the seconds it ran."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def phase(number: int, workers: int, seconds: float, tokens: int) -> dict:
 
     def worker(w: int) -> None:
         i = 0
-        while time.monotonic() < end and not enough():
+        while i == 0 or (time.monotonic() < end and not enough()):  # one request at least, even if ended at once
             outcomes.append(ask(w * 100000 + i, tokens))
             i += 1
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
