@@ -116,7 +116,8 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
             "scaleDownDelaySeconds": 20}}}))
         seen: list[tuple[int, int]] = []  # (the Deployment's replicas, the Model's ready replicas), as they changed
         seen_at: list[float] = []  # seconds after autoscaling was switched on, for each of `seen`
-        decisions: list[tuple[float, str, float]] = []  # (when, status.autoscaling's reason and load), as they changed
+        # (when, status.autoscaling's reason and load), as they changed
+        decisions: list[tuple[float, str | None, float | None]] = []
         switched_on = time.monotonic()
 
         def note_replicas():
@@ -131,16 +132,17 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
                 decisions.append((at, scaling.get("reason"), scaling.get("load")))
             return now
 
-        def scaled_down() -> bool:
-            return 1 in [replicas for replicas, _ in seen]
+        def since_scaled_down() -> list[tuple[int, int]]:
+            """`seen` from the first count of 1 on (empty until the Model has scaled down)."""
+            counts = [replicas for replicas, _ in seen]
+            return seen[counts.index(1):] if 1 in counts else []
 
         def scaled_up() -> bool:
-            counts = [replicas for replicas, _ in seen]
-            return scaled_down() and 2 in counts[counts.index(1):]
+            return any(replicas == 2 for replicas, _ in since_scaled_down())
 
         def scaled_back_up() -> bool:
             note_replicas()
-            return scaled_up() and (2, 2) in seen[[replicas for replicas, _ in seen].index(1):]
+            return (2, 2) in since_scaled_down()
 
         ended: set[str] = set()  # the load's phase files touched (the light phase's once scaled down, the heavy's up)
         kept_up = False
@@ -148,7 +150,7 @@ def test_routing_and_autoscaling_on_real_replicas(kube, operator, weights_pv):
         def end_each_phase_once_seen():
             nonlocal kept_up
             note_replicas()
-            for file, seen_it in (("/tmp/enough1", scaled_down()), ("/tmp/enough2", scaled_up())):
+            for file, seen_it in (("/tmp/enough1", bool(since_scaled_down())), ("/tmp/enough2", scaled_up())):
                 if seen_it and file not in ended and kube.run("exec", "load", "-n", ns, "--", "touch", file,
                                                               check=False).returncode == 0:
                     ended.add(file)
